@@ -1,0 +1,28 @@
+"""sketchjax: a JAX/Flax research codebase for human free-hand sketches."""
+
+import setuptools
+
+setuptools.setup(
+    name="sketchjax",
+    version="0.1.0",
+    description="Stroke models, explainability and retrieval for free-hand sketches in JAX.",
+    packages=setuptools.find_packages(include=["sketchjax", "sketchjax.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.5,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "chex>=0.1.90,<0.2",
+        "tensorflow-datasets>=4.9.9,<4.10",
+        "array-record>=0.8,<0.9",
+        "grain>=0.2.12,<0.3",
+        "ml-collections>=1.1,<2",
+        "absl-py>=2.1,<3",
+        "numpy>=2.0,<3",
+        "matplotlib>=3.9,<4",
+        # TensorBoard event files without TensorFlow (flax/clu writers import TF).
+        "tensorboardX>=2.6,<3",
+    ],
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"]},
+)

@@ -1,0 +1,38 @@
+"""Test set-up: 8 simulated CPU devices and JAX's persistent compilation cache."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402  (must follow XLA_FLAGS)
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_PRETRAINED = SHARED / "pretrained"
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("SKETCHJAX_TEST_CACHE", str(REPO / ".jax_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def _need(path: pathlib.Path) -> pathlib.Path:
+  if not path.exists():
+    pytest.skip(f"real data not found at {path}: these tests need the project's "
+                "../shared folder next to the checkout")
+  return path
+
+
+@pytest.fixture
+def quickdraw_dir() -> pathlib.Path:
+  """../shared/data/quickdraw (skips the test where it is absent)."""
+  return _need(SHARED_DATA / "quickdraw")
+
+
+@pytest.fixture
+def pretrained_dir() -> pathlib.Path:
+  """../shared/pretrained (skips the test where it is absent)."""
+  return _need(SHARED_PRETRAINED)
