@@ -1,0 +1,122 @@
+"""The configuration of the stroke/raster classification task, shared by configs/.
+
+`base_config()` holds every key with the faithful SketchXAINet-Tiny defaults
+(spec A.2, A.5); each file in configs/ starts from it, changes what its
+experiment needs and offers a `smoke` variant for tests.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Slot buckets for the masked configuration: 95% of QuickDraw drawings have at
+# most 13 strokes, so most batches of 100 fit in 16 or 32 slots.
+STROKE_BUCKETS = (16, 32, 64, 128, 196)
+POINT_BUCKETS = (16, 32, 64, 128, 256, 512)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key of the task, with the official SketchXAINet-Tiny defaults."""
+  c = ml_collections.ConfigDict()
+  c.task = "classify"
+  c.mode = "train"  # "train" | "evaluate"
+  c.seed = 42
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "procedural"  # "procedural" | "quickdraw"
+  c.data.dir = ""  # folder of official QuickDraw files (ndjson or sketch-rnn npz)
+  c.data.format = "ndjson"  # "ndjson" | "sketchrnn_npz"
+  c.data.categories = "all"  # "all", "sketchxai30", or a comma-separated list
+  c.data.test_fraction = 0.25  # ndjson split by key_id (sketchjax/data/splits.py)
+  c.data.tfds_dir = ""  # where the TFDS builder writes; "" = <workdir>/tfds
+  c.data.download = False  # fetch official files when data.dir lacks them
+  c.data.eval_dir = ""  # mode=evaluate: folder of official files, class = file name
+  c.data.on_bad_record = "raise"  # "raise" | "skip" (counted in the log)
+  c.data.procedural_train_size = 2400
+  c.data.procedural_test_size = 600
+  c.data.procedural_classes = 12
+  c.data.augment = ml_collections.ConfigDict({"affine": False, "stroke_dropout": 0.0})
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.max_strokes = 196
+  c.tokenizer.bucket_strokes = False  # official: always 196 slots
+  c.tokenizer.stroke_buckets = STROKE_BUCKETS
+  c.tokenizer.point_buckets = POINT_BUCKETS
+
+  c.model = ml_collections.ConfigDict()
+  c.model.kind = "sketchxainet"  # "sketchxainet" | "raster_cnn"
+  c.model.size = "tiny"  # "tiny" | "base" | "custom" (then the fields below)
+  c.model.hidden = 192
+  c.model.num_layers = 12
+  c.model.num_heads = 3
+  c.model.mlp_dim = 768
+  c.model.dropout = 0.1
+  c.model.attention_dropout = 0.1
+  c.model.use_shape = True
+  c.model.use_location = True
+  c.model.use_order = True
+  c.model.mask_padding = False  # official: padding slots are attended
+  c.model.dtype = "float32"
+  c.model.image_size = 64  # raster_cnn only
+  c.model.cnn_widths = (64, 128, 256, 512)  # raster_cnn only
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 500  # global, official (100 per GPU x 5)
+  c.train.eval_batch_size = 500
+  c.train.num_steps = 40_000
+  c.train.log_every = 100
+  c.train.eval_every = 2000
+  c.train.checkpoint_every = 2000
+  c.train.keep_checkpoints = 3
+  c.train.stop_on_nan = True
+  c.train.figure_sketches = 16
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 3e-4
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.schedule = "sketchxai"  # "sketchxai" | "cosine" | "constant"
+  c.optimizer.schedule_step_every = 2000
+  c.optimizer.schedule_period = 20
+  c.optimizer.warmup_steps = 0
+  c.optimizer.grad_clip_norm = 0.0
+
+  c.mesh = ml_collections.ConfigDict({"fsdp": 1})
+  return c
+
+
+def masked_bucketed(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Our faster variant: attention masks padding, slots bucketed to the batch.
+
+  With padding masked the logits do not depend on the number of slots, so
+  bucketing changes no result, only the cost.
+  """
+  c.model.mask_padding = True
+  c.tokenizer.bucket_strokes = True
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A tiny model and a few steps, for end-to-end tests."""
+  c.model.size = "custom"
+  c.model.hidden = 32
+  c.model.num_layers = 2
+  c.model.num_heads = 2
+  c.model.mlp_dim = 64
+  c.model.cnn_widths = (8, 16, 16, 32)
+  c.model.image_size = 32
+  c.train.batch_size = 16
+  c.train.eval_batch_size = 16
+  c.train.num_steps = 6
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 3
+  c.train.figure_sketches = 4
+  c.optimizer.schedule = "constant"
+  c.optimizer.learning_rate = 1e-3
+  c.data.procedural_train_size = 96
+  c.data.procedural_test_size = 32
+  return masked_bucketed(c)
