@@ -16,6 +16,9 @@ setuptools.setup(
         "chex>=0.1.90,<0.2",
         "tensorflow-datasets>=4.9.9,<4.10",
         "array-record>=0.8,<0.9",
+        # TFDS 4.9.10 needs it on Python >= 3.9 but declares it only below 3.9
+        # (tensorflow/datasets#11212).
+        "importlib-resources>=6,<8",
         "grain>=0.2.12,<0.3",
         "ml-collections>=1.1,<2",
         "absl-py>=2.1,<3",
