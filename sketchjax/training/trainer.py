@@ -1,0 +1,290 @@
+"""The generic sharded trainer: state, train step, evaluation, checkpoints, logging.
+
+A task supplies an `Objective` (init, train loss, eval sums) and host-local
+batch iterators; `train_and_evaluate` does the rest on a device mesh (batch
+split over all devices, parameters replicated or FSDP-sharded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+from absl import logging
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+import ml_collections
+import numpy as np
+import optax
+
+from sketchjax.training import checkpoint as checkpoint_lib
+from sketchjax.training import mesh as mesh_lib
+from sketchjax.training import metrics as metrics_lib
+from sketchjax.training import optim
+from sketchjax.training import progress as progress_lib
+
+Batch = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What a task trains.
+
+  init: (rng, example batch) -> params pytree; traced (under jax.eval_shape and
+    jax.jit), so it must only use the batch's shapes.
+  loss: (params, global batch, dropout rng) -> (scalar mean loss, dict of
+    scalar metrics); train mode.
+  evaluate: (params, global batch) -> dict of per-batch SUMS of scalar metrics
+    including "count"; eval batches carry "weight" [B], 0 for padding examples.
+  """
+
+  init: Callable[[jax.Array, Batch], Any]
+  loss: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+  evaluate: Callable[[Any, Batch], dict[str, jax.Array]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 [], steps done
+  params: Any
+  opt_state: optax.OptState
+  rng: jax.Array  # typed key []; the dropout key of a step is fold_in(rng, step)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The trainer's config keys with their defaults (tasks set the rest)."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.train = ml_collections.ConfigDict(dict(
+      num_steps=1000, log_every=50, eval_every=1000, checkpoint_every=1000,
+      keep_checkpoints=3, stop_on_nan=True))
+  config.optimizer = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=3e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8,
+      schedule="sketchxai", schedule_step_every=2000, schedule_period=20,
+      warmup_steps=0, grad_clip_norm=0.0))
+  config.mesh = ml_collections.ConfigDict(dict(fsdp=1))
+  return config
+
+
+def _abstract_state(objective: Objective, tx: optax.GradientTransformation,
+                    example_batch: Batch, seed: int, mesh: Mesh):
+  """(init function of (key, batch), abstract state with shardings, state shardings)."""
+
+  def init(key: jax.Array, batch: Batch) -> TrainState:
+    init_rng, train_rng = jax.random.split(key)
+    params = objective.init(init_rng, batch)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params), rng=train_rng)
+
+  shapes = jax.eval_shape(init, jax.random.key(seed), example_batch)
+  shardings = mesh_lib.state_shardings(shapes, mesh)
+  abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                          shapes, shardings)
+  return init, abstract, shardings
+
+
+def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
+                     schedule: optax.Schedule, state_shardings: Any, mesh: Mesh):
+  """jit (state, global batch) -> (state, metrics); donates the state."""
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+    (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(
+        state.params, batch, dropout_rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(train_step, donate_argnums=0,
+                 out_shardings=(state_shardings, mesh_lib.replicated(mesh)))
+
+
+def evaluate(config: ml_collections.ConfigDict, params: Any, objective: Objective,
+             eval_iter: Iterable[Batch], mesh: Mesh) -> dict[str, float]:
+  """Means (sums / count, in float64) of objective.evaluate over all batches of
+  `eval_iter` (host-local batches), plus "count". Every process must yield the
+  same number of batches (pad with weight-0 examples)."""
+  del config  # The interface leaves room for eval options; none are needed yet.
+  eval_step = jax.jit(objective.evaluate, out_shardings=mesh_lib.replicated(mesh))
+  with jax.set_mesh(mesh):
+    per_batch = [eval_step(params, mesh_lib.to_global(batch, mesh)) for batch in eval_iter]
+  if not per_batch:
+    raise ValueError("the eval iterator yielded no batches")
+  sums = jax.tree.map(lambda *xs: np.sum(np.asarray(xs, np.float64)),
+                      *jax.device_get(per_batch))
+  count = sums.get("count", 0.0)
+  if count <= 0:
+    raise ValueError(f"objective.evaluate must return a positive 'count'; got sums {sums}")
+  return {name: float(total if name == "count" else total / count)
+          for name, total in sums.items()}
+
+
+def restore_params(workdir: str, objective: Objective, example_batch: Batch,
+                   config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Any:
+  """Parameters of the latest checkpoint in workdir (for evaluation and inference)."""
+  mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
+  tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  _, abstract, _ = _abstract_state(objective, tx, example_batch, config.seed, mesh)
+  checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
+                                             config.train.keep_checkpoints)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {_checkpoint_dir(workdir)}")
+  state = checkpointer.restore(step, abstract, data_iterator=None)
+  checkpointer.close()
+  logging.info("restored parameters of step %d from %s", step, _checkpoint_dir(workdir))
+  return state.params
+
+
+def _checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
+
+
+def _examples(batch: Batch) -> int:
+  """Global batch size: axis 0 of the arrays other than packed_index."""
+  return next(a.shape[0] for name, a in batch.items() if name != mesh_lib.PACKED_INDEX)
+
+
+class _TrainLog:
+  """Host copies of each step's metrics: checks the loss is finite and averages
+  the metrics since the last log line. Fetching lags one step behind the
+  dispatch so the device queue never runs dry."""
+
+  def __init__(self, stop_on_nan: bool, last_checkpoint: int | None):
+    self._stop_on_nan = stop_on_nan
+    self.last_checkpoint = last_checkpoint
+    self._in_flight: tuple[int, dict] | None = None
+    self._since_log: list[dict] = []
+
+  def push(self, step: int, metrics: dict) -> None:
+    """Records metrics (device arrays) of `step`; fetches the previous step's."""
+    self.flush()
+    self._in_flight = (step, metrics)
+
+  def flush(self) -> None:
+    """Fetches the pending step's metrics; raises FloatingPointError if non-finite."""
+    if self._in_flight is None:
+      return
+    step, metrics = self._in_flight
+    self._in_flight = None
+    values = jax.device_get(metrics)
+    if self._stop_on_nan and not (np.isfinite(values["loss"]) and
+                                  np.isfinite(values["grad_norm"])):
+      kept = ("no checkpoint was written" if self.last_checkpoint is None else
+              f"the last checkpoint (step {self.last_checkpoint}) is kept")
+      raise FloatingPointError(
+          f"non-finite training loss {values['loss']} (gradient norm "
+          f"{values['grad_norm']}) at step {step}; stopped, {kept}.")
+    self._since_log.append(values)
+
+  def mean_since_last(self) -> dict[str, float]:
+    """Mean of each metric over the steps since the previous call."""
+    self.flush()
+    means = jax.tree.map(lambda *xs: float(np.mean(xs)), *self._since_log)
+    self._since_log = []
+    return means
+
+
+def _next_global(train_iter: Iterator[Batch], mesh: Mesh, step: int) -> Batch:
+  try:
+    return mesh_lib.to_global(next(train_iter), mesh)
+  except StopIteration:
+    raise ValueError(f"the train iterator ran out of batches at step {step}; "
+                     "repeat the dataset") from None
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       objective: Objective, train_iter: Iterator[Batch],
+                       make_eval_iter: Callable[[], Iterable[Batch]] | None,
+                       mesh: Mesh | None = None) -> dict[str, float]:
+  """Trains config.train.num_steps steps, resuming from the latest checkpoint in
+  workdir, evaluating every eval_every steps and at the end.
+
+  train_iter yields host-local batches (dicts of numpy arrays, axis 0 this
+  process's part of the global batch); a grain iterator's position is
+  checkpointed with the state. Returns the final eval metrics ({} without
+  make_eval_iter). Stops with FloatingPointError on a non-finite loss when
+  config.train.stop_on_nan, keeping the last checkpoint.
+  """
+  mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
+  logging.info("process %d of %d; %d local devices of %d; mesh %s", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               dict(mesh.shape))
+  checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
+                                             config.train.keep_checkpoints)
+  writer = metrics_lib.MetricWriter(workdir)
+  try:
+    with jax.set_mesh(mesh):
+      return _train_loop(config, workdir, objective, train_iter, make_eval_iter, mesh,
+                         checkpointer, writer)
+  finally:
+    checkpointer.wait()  # Even on errors: the last checkpoint is finished, never torn.
+    checkpointer.close()
+    writer.close()
+
+
+def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Objective,
+                train_iter: Iterator[Batch],
+                make_eval_iter: Callable[[], Iterable[Batch]] | None, mesh: Mesh,
+                checkpointer: checkpoint_lib.Checkpointer,
+                writer: metrics_lib.MetricWriter) -> dict[str, float]:
+  """train_and_evaluate inside the mesh context, with its checkpointer and writer."""
+  train = config.train
+  data_iterator = train_iter if checkpoint_lib.is_checkpointable_iterator(train_iter) else None
+  if data_iterator is None:
+    logging.warning("train_iter (%s) is not a grain iterator: its position is not "
+                    "checkpointed, so a resumed run sees different data",
+                    type(train_iter).__name__)
+  tx = optim.make_optimizer(config.optimizer, train.num_steps)
+  schedule = optim.make_schedule(config.optimizer, train.num_steps)
+
+  first_batch = _next_global(train_iter, mesh, step=0)
+  init, abstract, shardings = _abstract_state(objective, tx, first_batch, config.seed, mesh)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed), first_batch)
+    pending = first_batch
+  else:
+    state = checkpointer.restore(latest, abstract, data_iterator)
+    pending = None if data_iterator is not None else first_batch
+    logging.info("resumed from the checkpoint of step %d in %s", latest,
+                 _checkpoint_dir(workdir))
+  train_step = _make_train_step(objective, tx, schedule, shardings, mesh)
+
+  def run_eval(step: int) -> dict[str, float]:
+    result = evaluate(config, state.params, objective, make_eval_iter(), mesh)
+    writer.write(step, "eval", result)
+    logging.info("eval at step %d: %s", step, result)
+    return result
+
+  step = int(jax.device_get(state.step))
+  log = _TrainLog(train.stop_on_nan, latest)
+  progress = progress_lib.Progress(train.num_steps, step)
+  eval_metrics = {}
+  while step < train.num_steps:
+    batch = pending if pending is not None else _next_global(train_iter, mesh, step)
+    pending = None
+    with jax.transfer_guard("disallow"):
+      state, metrics = train_step(state, batch)
+    step += 1
+    log.push(step, metrics)
+    if step % train.log_every == 0 or step == train.num_steps:
+      means = log.mean_since_last()
+      steps_per_sec = progress.update(step, means["loss"])
+      writer.write(step, "train", {**means, "steps_per_sec": steps_per_sec,
+                                   "examples_per_sec": steps_per_sec * _examples(batch)})
+    if step % train.checkpoint_every == 0 or step == train.num_steps:
+      log.flush()  # Never save a state that followed a non-finite loss.
+      checkpointer.save(step, state, data_iterator)
+      log.last_checkpoint = step
+    if make_eval_iter is not None and (step % train.eval_every == 0 or
+                                       step == train.num_steps):
+      eval_metrics = run_eval(step)
+  if make_eval_iter is not None and not eval_metrics:  # Resumed at or past num_steps.
+    eval_metrics = run_eval(step)
+  return eval_metrics

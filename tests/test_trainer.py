@@ -1,0 +1,156 @@
+"""The generic trainer on a tiny MLP regression with dropout, on 1 and 8 CPU devices."""
+
+import json
+import os
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sketchjax.training import mesh as mesh_lib
+from sketchjax.training import trainer
+
+NUM_EXAMPLES, BATCH, FEATURES = 64, 16, 4
+
+
+class _MLP(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.relu(nn.Dense(8)(x))
+    x = nn.Dropout(0.25, deterministic=not train)(x)
+    return nn.Dense(1)(x)[:, 0]
+
+
+def _objective() -> trainer.Objective:
+  model = _MLP()
+
+  def init(rng, batch):
+    return model.init(rng, batch["x"], train=False)
+
+  def loss(params, batch, rng):
+    pred = model.apply(params, batch["x"], train=True, rngs={"dropout": rng})
+    mse = jnp.mean((pred - batch["y"]) ** 2)
+    return mse, {"mean_prediction": jnp.mean(pred)}
+
+  def evaluate(params, batch):
+    pred = model.apply(params, batch["x"], train=False)
+    return {"mse": jnp.sum(batch["weight"] * (pred - batch["y"]) ** 2),
+            "count": jnp.sum(batch["weight"])}
+
+  return trainer.Objective(init=init, loss=loss, evaluate=evaluate)
+
+
+def _examples(nan_at: int | None = None) -> list[dict]:
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(NUM_EXAMPLES, FEATURES)).astype(np.float32)
+  y = (x @ np.arange(1, FEATURES + 1) + 0.1 * rng.normal(size=NUM_EXAMPLES)).astype(np.float32)
+  if nan_at is not None:
+    x[nan_at] = np.nan
+  return [{"x": x[i], "y": y[i], "weight": np.float32(1)} for i in range(NUM_EXAMPLES)]
+
+
+def _train_iter(nan_at: int | None = None):
+  """grain DatasetIterator of batches of 16, forever, in a fixed order."""
+  return iter(grain.MapDataset.source(_examples(nan_at)).repeat(None).batch(BATCH)
+              .to_iter_dataset())
+
+
+def _make_eval_iter():
+  return grain.MapDataset.source(_examples()[:40]).batch(BATCH).to_iter_dataset()
+
+
+def _config(num_steps: int, checkpoint_every: int = 100):
+  config = trainer.default_config()
+  config.train.update(num_steps=num_steps, log_every=1, eval_every=5,
+                      checkpoint_every=checkpoint_every, keep_checkpoints=2)
+  config.optimizer.update(learning_rate=1e-2, schedule="sketchxai", schedule_step_every=3,
+                          schedule_period=4, grad_clip_norm=1.0)
+  return config
+
+
+def _read_metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def _train_losses(workdir) -> list[float]:
+  return [r["loss"] for r in _read_metrics(workdir) if r["split"] == "train"]
+
+
+def _params(workdir, config, mesh=None):
+  example = {"x": np.zeros((BATCH, FEATURES), np.float32)}
+  return trainer.restore_params(str(workdir), _objective(), example, config, mesh)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+  """10 uninterrupted steps on all 8 devices: (workdir, returned eval metrics)."""
+  workdir = tmp_path_factory.mktemp("full")
+  result = trainer.train_and_evaluate(_config(10), str(workdir), _objective(), _train_iter(),
+                                      _make_eval_iter)
+  return workdir, result
+
+
+def test_same_losses_on_one_and_eight_devices(full_run, tmp_path):
+  workdir, _ = full_run
+  one_device = mesh_lib.make_mesh(devices=jax.devices()[:1])
+  trainer.train_and_evaluate(_config(10), str(tmp_path), _objective(), _train_iter(),
+                             _make_eval_iter, mesh=one_device)
+  losses_8, losses_1 = _train_losses(workdir), _train_losses(tmp_path)
+  assert len(losses_8) == 10
+  np.testing.assert_allclose(losses_1, losses_8, atol=1e-5, rtol=1e-5)
+
+
+def test_fsdp_and_a_plain_iterator_give_the_same_losses(full_run, tmp_path, caplog):
+  workdir, _ = full_run
+  config = _config(10)
+  config.mesh.fsdp = 2
+  plain_iter = (batch for batch in _train_iter())
+  with caplog.at_level("WARNING"):
+    trainer.train_and_evaluate(config, str(tmp_path), _objective(), plain_iter, None)
+  assert "not a grain iterator" in caplog.text
+  np.testing.assert_allclose(_train_losses(tmp_path), _train_losses(workdir), rtol=1e-5)
+  kernel = _params(tmp_path, config)["params"]["Dense_0"]["kernel"]  # [4, 8]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
+
+
+def test_resume_ends_with_the_same_params(full_run, tmp_path, caplog):
+  workdir, _ = full_run
+  trainer.train_and_evaluate(_config(6, checkpoint_every=3), str(tmp_path), _objective(),
+                             _train_iter(), _make_eval_iter)
+  with caplog.at_level("INFO"):
+    trainer.train_and_evaluate(_config(10, checkpoint_every=3), str(tmp_path), _objective(),
+                               _train_iter(), _make_eval_iter)
+  assert "resumed from the checkpoint of step 6" in caplog.text
+  steps = [r["step"] for r in _read_metrics(tmp_path) if r["split"] == "train"]
+  assert steps == list(range(1, 11))
+  resumed, uninterrupted = _params(tmp_path, _config(10)), _params(workdir, _config(10))
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  assert _train_losses(tmp_path) == _train_losses(workdir)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+  # Example 40 is in the 3rd batch (examples 32..47): step 3 has a NaN loss.
+  with pytest.raises(FloatingPointError, match="at step 3"):
+    trainer.train_and_evaluate(_config(10, checkpoint_every=2), str(tmp_path), _objective(),
+                               _train_iter(nan_at=40), None)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_metrics_jsonl_and_tensorboard(full_run):
+  workdir, result = full_run
+  records = _read_metrics(workdir)
+  assert all("step" in r and r["split"] in ("train", "eval") for r in records)
+  train = [r for r in records if r["split"] == "train"]
+  assert {"loss", "grad_norm", "learning_rate", "mean_prediction", "steps_per_sec",
+          "examples_per_sec"} <= set(train[0])
+  evals = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [5, 10]
+  assert evals[-1]["count"] == 40
+  assert result == {k: v for k, v in evals[-1].items() if k not in ("step", "split")}
+  assert any(f.startswith("events.out.tfevents")
+             for f in os.listdir(workdir / "tensorboard"))
