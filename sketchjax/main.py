@@ -4,6 +4,7 @@ Parses flags, starts `jax.distributed` on multi-host launches, logs the
 process and device counts, and hands the config to its task's `run`.
 """
 
+import logging as logging_std
 import os
 
 from absl import app
@@ -29,7 +30,16 @@ def _is_multihost_launch() -> bool:
                                        "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
 
 
+class _HideLibraryInfo(logging_std.Filter):
+  """Keeps orbax's and JAX's INFO chatter out of the run log (warnings pass)."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    noisy = any(part in record.pathname for part in ("/orbax/", "/jax/_src/"))
+    return record.levelno >= logging_std.WARNING or not noisy
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _is_multihost_launch():

@@ -30,6 +30,7 @@ from sketchjax.data import quickdraw_sources
 from sketchjax.models import raster_classifier, sketchxainet
 from sketchjax.sketch import plot
 from sketchjax.sketch.sketch import from_stroke3
+from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
 CLASSES_FILE = "classes.json"
@@ -37,11 +38,10 @@ CLASSES_FILE = "classes.json"
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """The classifier named by `model_config.kind`."""
-  dtype = jnp.dtype(model_config.dtype)
   if model_config.kind == "raster_cnn":
     return raster_classifier.RasterClassifier(
         num_classes=num_classes, image_size=model_config.image_size,
-        widths=tuple(model_config.cnn_widths), dtype=dtype)
+        widths=tuple(model_config.cnn_widths), norm_groups=min(32, *model_config.cnn_widths))
   if model_config.kind != "sketchxainet":
     raise ValueError(f"unknown model.kind {model_config.kind!r}; "
                      "expected 'sketchxainet' or 'raster_cnn'")
@@ -57,7 +57,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
       attention_dropout=model_config.attention_dropout,
       use_shape=model_config.use_shape, use_location=model_config.use_location,
       use_order=model_config.use_order, mask_padding=model_config.mask_padding,
-      dtype=dtype)
+      dtype=jnp.dtype(model_config.dtype))
 
 
 def classification_objective(model: nn.Module) -> trainer.Objective:
@@ -158,9 +158,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                                        make_eval_iter)
   tokenize.log_stats(train_stats, "training")
   tokenize.log_stats(eval_stats, "evaluation")
+  params = trainer.restore_params(str(workdir), objective, next(iter(make_eval_iter())),
+                                  config)  # collective: every process restores
   if jax.process_index() == 0:
-    params = trainer.restore_params(str(workdir), objective, next(iter(make_eval_iter())),
-                                    config)
     _save_prediction_figure(model, params, test_source, class_names, config,
                             workdir / "predictions.png")
   return metrics
@@ -180,7 +180,8 @@ def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
   batches = pipeline.eval_batches(source, global_batch_size=config.train.eval_batch_size,
                                   tokenizer=tokenizer_config(config), stats=stats)
   params = trainer.restore_params(str(workdir), objective, next(iter(batches)), config)
-  metrics = trainer.evaluate(config, params, objective, batches, trainer.make_mesh(config))
+  metrics = trainer.evaluate(config, params, objective, batches,
+                             mesh_lib.make_mesh(config.mesh.fsdp))
   tokenize.log_stats(stats, "evaluation")
   result = {"eval_dir": str(config.data.eval_dir), "sketches": len(source),
             **{k: float(v) for k, v in metrics.items()}}
