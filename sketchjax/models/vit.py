@@ -1,0 +1,93 @@
+"""Pre-LN transformer encoder matching Hugging Face `ViTEncoder` numerically.
+
+Exact (erf) GELU, LayerNorm eps 1e-12, q/k/v projections with bias, dropout on
+the attention probabilities (not broadcast) and after the attention output and
+MLP projections; Dense kernels N(0, 0.02), zero bias (HF `_init_weights`).
+Parameters are float32; `dtype` sets the compute precision.
+
+HF weight names map as: `attention.attention.{query,key,value}` ->
+`attention/{query,key,value}` (kernel [H, heads, head_dim]),
+`attention.output.dense` -> `attention/out` (kernel [heads, head_dim, H]),
+`intermediate.dense` -> `mlp_in`, `output.dense` -> `mlp_out`,
+`layernorm_before` / `layernorm_after` -> `norm_attention` / `norm_mlp`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+LAYER_NORM_EPS = 1e-12
+dense_init = nn.initializers.normal(0.02)
+LayerNorm = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPS)
+
+
+class EncoderBlock(nn.Module):
+  """x + Attn(LN(x)), then + MLP(LN(.)); shapes [B, T, H] -> [B, T, H]."""
+
+  hidden: int
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, attention_mask: jax.Array | None, *, train: bool) -> jax.Array:
+    y = LayerNorm(dtype=self.dtype, name="norm_attention")(x)
+    y = nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads,
+        dtype=self.dtype,
+        kernel_init=dense_init,
+        dropout_rate=self.attention_dropout,
+        broadcast_dropout=False,
+        force_fp32_for_softmax=True,
+        name="attention")(y, y, mask=attention_mask, deterministic=not train)
+    x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
+
+    y = LayerNorm(dtype=self.dtype, name="norm_mlp")(x)
+    y = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=dense_init, name="mlp_in")(y)
+    y = nn.gelu(y, approximate=False)
+    y = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=dense_init, name="mlp_out")(y)
+    return x + nn.Dropout(self.dropout)(y, deterministic=not train)
+
+
+class Encoder(nn.Module):
+  """Stack of pre-LN blocks, optionally followed by the final LayerNorm.
+
+  Attributes:
+    num_layers: blocks.
+    hidden: token width H.
+    mlp_dim: MLP width.
+    num_heads: attention heads (H must divide).
+    dropout: hidden dropout (after attention output and MLP).
+    attention_dropout: dropout on attention probabilities.
+    final_norm: apply the final LayerNorm (HF `vit.layernorm`) as `final_norm`.
+    dtype: compute dtype.
+  """
+
+  num_layers: int
+  hidden: int
+  mlp_dim: int
+  num_heads: int
+  dropout: float = 0.0
+  attention_dropout: float = 0.0
+  final_norm: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, train: bool) -> jax.Array:
+    """float[B, T, H] tokens, optional bool[B, T] key mask (True = attend) -> [B, T, H]."""
+    if x.shape[-1] != self.hidden:
+      raise ValueError(f"Encoder expects tokens of width {self.hidden}, got shape {x.shape}")
+    attention_mask = None if key_mask is None else key_mask[:, None, None, :]
+    for i in range(self.num_layers):
+      x = EncoderBlock(self.hidden, self.mlp_dim, self.num_heads, self.dropout,
+                       self.attention_dropout, self.dtype,
+                       name=f"block_{i}")(x, attention_mask, train=train)
+    if self.final_norm:
+      x = LayerNorm(dtype=self.dtype, name="final_norm")(x)
+    return x
