@@ -24,10 +24,23 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _is_multihost_launch() -> bool:
-  """True when a cluster launcher (TPU pod, SLURM, our local script) started us."""
-  return any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS",
-                                       "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
+def _initialize_distributed() -> None:
+  """Starts jax.distributed on a multi-process launch (see launch/README.md).
+
+  JAX takes the coordinator from JAX_COORDINATOR_ADDRESS but the process count
+  and id only as arguments or from a cluster it detects, so explicit launches
+  (launch/local_multiprocess.sh) pass JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  Otherwise JAX detects the cluster: a SLURM step of several tasks, a GKE or
+  multislice TPU, or a Cloud TPU VM slice, which sets no variable of its own
+  (launch/tpu_pod.sh sets SKETCHJAX_MULTIHOST=1).
+  """
+  env = os.environ
+  if "JAX_NUM_PROCESSES" in env:
+    jax.distributed.initialize(num_processes=int(env["JAX_NUM_PROCESSES"]),
+                               process_id=int(env["JAX_PROCESS_ID"]))
+  elif (env.get("SKETCHJAX_MULTIHOST") == "1" or int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1
+        or "TPU_WORKER_HOSTNAMES" in env or "MEGASCALE_COORDINATOR_ADDRESS" in env):
+    jax.distributed.initialize()
 
 
 class _HideLibraryInfo(logging_std.Filter):
@@ -42,8 +55,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _is_multihost_launch():
-    jax.distributed.initialize()
+  _initialize_distributed()
   logging.info("process %d of %d; %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
