@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sketchjax.models.bilstm import StrokeShapeEncoder, reverse_within_length
+from sketchjax.models.bilstm import StrokeShapeEncoder, reduce_by_stroke
 
 HIDDEN = 8
 
@@ -51,12 +51,26 @@ def encoder_and_params():
   return model, params
 
 
-def test_reverse_within_length_is_an_involution():
-  x = jnp.arange(12.0).reshape(2, 6).T  # time-major [6, 2]
-  lengths = jnp.array([4, 0])
-  reversed_ = reverse_within_length(x, lengths)
-  np.testing.assert_array_equal(reversed_.T, [[3, 2, 1, 0, 4, 5], [6, 7, 8, 9, 10, 11]])
-  np.testing.assert_array_equal(reverse_within_length(reversed_, lengths), x)
+def test_strokes_packed_back_to_back_in_rows_equal_one_stroke_a_row(encoder_and_params):
+  model, params = encoder_and_params
+  lengths = [3, 1, 5, 2, 4]
+  points, lens = _random_strokes(np.random.default_rng(1), lengths, 5)
+  expected = model.apply(params, points, lens)
+  rows = np.zeros((2, 9, 4), np.float32)  # row 0: strokes 0, 2, 1; row 1: 4, 3 and padding
+  ids = np.full((2, 9), -1, np.int32)
+  layout = {0: [0, 2, 1], 1: [4, 3]}
+  for r, strokes in layout.items():
+    t = 0
+    for k in strokes:
+      rows[r, t:t + lengths[k]] = np.asarray(points[k, :lengths[k]])
+      ids[r, t:t + lengths[k]] = k
+      t += lengths[k]
+  rows[1, 6:] = 7.0  # junk in padding must not matter
+  outputs = model.apply(params, jnp.asarray(rows), jnp.asarray(ids),
+                        method=StrokeShapeEncoder.point_outputs)
+  packed = reduce_by_stroke(outputs, jnp.asarray(ids), 5)
+  np.testing.assert_allclose(packed, expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(outputs[1, 6:], 0.0)
 
 
 def test_shapes_zero_length_and_init_range(encoder_and_params):

@@ -9,6 +9,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 import numpy as np
 import pytest
 
+from sketchjax.data.tokenize import pack_strokes
+
 from sketchjax.models import sketchxainet
 from sketchjax.models.sketchxainet import SketchXAINet
 from sketchjax.models.vit import Encoder
@@ -48,16 +50,11 @@ def _batch(strokes_per_sketch, slots, num_points=6, seed=0):
           "label": np.arange(num, dtype=np.int32) % 5}
 
 
-def _packed_index(stroke_len, shards):
-  """(sketch within shard, slot) of real strokes per shard, padded with sketch index B / D."""
-  per_shard = len(stroke_len) // shards
-  real = [np.argwhere(stroke_len[d * per_shard:(d + 1) * per_shard] > 0) for d in range(shards)]
-  size = max(len(r) for r in real) + 3
-  index = np.zeros((shards, size, 2), np.int32)
-  index[..., 0] = per_shard
-  for d, r in enumerate(real):
-    index[d, :len(r)] = r
-  return index
+def _packed(batch, shards):
+  """The batch with its strokes packed in rows per shard, as the tokeniser does."""
+  packed_points, packed_index = pack_strokes(batch["points"], batch["stroke_len"],
+                                             num_shards=shards, row_length=12, row_quantum=1)
+  return dict(batch, packed_points=packed_points, packed_index=packed_index)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +109,7 @@ def test_packed_path_equals_unpacked(small_model_and_params, shards):
   model, params = small_model_and_params
   batch = _batch([2, 5, 1, 3], 8, seed=shards)
   logits, out = _apply(model, params, batch, train=False)
-  packed = dict(batch, packed_index=_packed_index(batch["stroke_len"], shards))
+  packed = _packed(batch, shards)
   packed_logits, packed_out = _apply(model, params, packed, train=False)
   np.testing.assert_allclose(packed_out["shape_embedding"], out["shape_embedding"],
                              rtol=1e-5, atol=1e-5)
@@ -120,18 +117,18 @@ def test_packed_path_equals_unpacked(small_model_and_params, shards):
 
 
 def test_packed_shape_encoder_stays_on_each_data_shard(small_model_and_params):
-  """With the batch and packed_index sharded over 8 devices, no collective is compiled."""
+  """With the batch and the packed rows sharded over 8 devices, no collective is compiled."""
   if jax.device_count() < 8:
     pytest.skip("needs 8 (simulated) devices")
   model, params = small_model_and_params
   batch = _batch([2, 5, 1, 3, 4, 1, 2, 6], 8)
-  batch["packed_index"] = _packed_index(batch["stroke_len"], 8)
+  batch = _packed(batch, 8)
   mesh = jax.make_mesh((8,), ("data",))
   sharded = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
   embed = jax.jit(lambda p, b: model.apply(p, b, train=False)[1]["shape_embedding"])
   hlo = embed.lower(params, sharded).compile().as_text()
   assert not re.search(r"all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter", hlo)
-  unpacked = {k: v for k, v in batch.items() if k != "packed_index"}
+  unpacked = {k: v for k, v in batch.items() if not k.startswith("packed_")}
   np.testing.assert_allclose(embed(params, sharded), embed(params, unpacked), rtol=1e-5, atol=1e-5)
 
 

@@ -35,16 +35,26 @@ def test_unbucketed_keeps_all_slots_and_bucketed_fits_the_batch():
   np.testing.assert_array_equal(bucketed["points"], full["points"][:, :2])
 
 
-def test_packed_index_lists_real_strokes_per_shard():
+def test_packed_rows_hold_every_real_stroke_once_per_shard():
   sketches = [_two_stroke_sketch(), Sketch((np.zeros((2, 2)),)),
               Sketch((np.zeros((1, 2)),) * 3), _two_stroke_sketch()]
-  batch = tokenize.tokenize_batch(sketches, [0] * 4,
-                                  tokenize.TokenizerConfig(num_shards=2, stroke_buckets=(4,)))
-  packed = batch["packed_index"]
-  assert packed.shape == (2, 8, 2)  # 3 and 5 real strokes, rounded up to 2 * B/D = 4
-  np.testing.assert_array_equal(packed[0, :4], [[0, 0], [0, 1], [1, 0], [2, 0]])
-  np.testing.assert_array_equal(packed[1, :6], [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [2, 0]])
-  np.testing.assert_array_equal(packed[0, 3:, 0], [2] * 5)  # padding: sketch index B/D
+  config = tokenize.TokenizerConfig(num_shards=2, stroke_buckets=(4,), point_buckets=(4,),
+                                    row_quantum=2)
+  batch = tokenize.tokenize_batch(sketches, [0] * 4, config)
+  points, index = batch["packed_points"], batch["packed_index"]
+  assert points.shape == (2, 2, 4, 4) and index.shape == (2, 2, 4, 2)
+  for d in range(2):
+    real = index[d, ..., 0] < 2  # padding holds sketch index B / D = 2
+    strokes = {tuple(i) for i in index[d][real]}
+    expected = {(b, s) for b in range(2) for s in range(4)
+                if batch["stroke_len"][2 * d + b, s] > 0}
+    assert strokes == expected
+    for b, s in expected:  # each stroke's points, contiguous and in order
+      np.testing.assert_array_equal(
+          points[d][(index[d, ..., 0] == b) & (index[d, ..., 1] == s)],
+          batch["points"][2 * d + b, s, :batch["stroke_len"][2 * d + b, s]])
+  # Shard 0: strokes of 3, 1 and 2 points fill one row of 4 and part of another.
+  np.testing.assert_array_equal(index[0, 0, :, 0], [0, 0, 0, 0])
   with pytest.raises(ValueError, match="shards"):
     tokenize.tokenize_batch(sketches[:3], [0] * 3, tokenize.TokenizerConfig(num_shards=2))
 

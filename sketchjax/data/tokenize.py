@@ -10,19 +10,24 @@ slot, D data shards of the batch):
   loc          float32[B, S, 2]     absolute first point of each stroke.
   label        int32[B]
   weight       float32[B]           1 for real examples, 0 for batch padding.
-  packed_index int32[D, N, 2]       (sketch within shard, slot) of every real
-                                    stroke of each of the D consecutive shards
-                                    of B / D sketches; padding rows hold the
-                                    out-of-range sketch index B / D. Lets the
-                                    shape encoder run over real strokes only.
+  packed_points float32[D, R, L, 4] the same rows of the real strokes of each
+                                    of the D consecutive shards of B / D
+                                    sketches, laid back to back in R rows of
+                                    L points (first-fit decreasing).
+  packed_index int32[D, R, L, 2]    (sketch within shard, slot) of every
+                                    packed point; padding points hold the
+                                    out-of-range sketch index B / D.
 
+The packed rows let the shape encoder run over real points only (a batch of
+QuickDraw strokes averages ~8 points but reaches hundreds, so one padded row
+a stroke wastes most of the work).
 S is either fixed (`max_strokes`, the faithful 196) or the smallest of
 `stroke_buckets` that holds the batch's longest sketch; P is the smallest of
-`point_buckets` that holds its longest stroke; N is rounded up to a multiple
-of `2 * B / D`. So XLA sees a handful of shapes, never one per batch.
-Strokes past `max_strokes` and points past `max(point_buckets)` are dropped
-(the official code keeps all points; at 512 no simplified QuickDraw stroke is
-cut) and counted in `TokenizeStats`.
+`point_buckets` that holds its longest stroke; L is `max(point_buckets)` and R
+is rounded up to a multiple of `row_quantum`. So XLA sees a handful of shapes,
+never one per batch. Strokes past `max_strokes` and points past
+`max(point_buckets)` are dropped (the official code keeps all points; at 512
+no simplified QuickDraw stroke is cut) and counted in `TokenizeStats`.
 """
 
 from __future__ import annotations
@@ -48,13 +53,15 @@ class TokenizerConfig:
       `max_strokes` (the official, unbucketed layout).
     point_buckets: points-per-stroke sizes; the largest is the cap.
     num_shards: D, the number of data shards of each batch (the local
-      data-parallel devices) for `packed_index`.
+      data-parallel devices) for the packed rows.
+    row_quantum: the packed row count R is a multiple of this.
   """
 
   max_strokes: int = 196
   stroke_buckets: tuple[int, ...] | None = None
   point_buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
   num_shards: int = 1
+  row_quantum: int = 4
 
 
 @dataclasses.dataclass
@@ -144,16 +151,9 @@ def tokenize_batch(sketches: Sequence[Sketch],
       stroke_len[b, s] = len(stroke)
       loc[b, s] = stroke[0]
 
-  per_shard = batch_size // shards
-  real = [np.argwhere(stroke_len[d * per_shard:(d + 1) * per_shard] > 0)
-          for d in range(shards)]
-  quantum = 2 * per_shard
-  num_packed = quantum * math.ceil(max(len(r) for r in real) / quantum)
-  packed_index = np.zeros((shards, num_packed, 2), np.int32)
-  packed_index[..., 0] = per_shard
-  for d, r in enumerate(real):
-    packed_index[d, :len(r)] = r
-
+  packed_points, packed_index = pack_strokes(points, stroke_len, num_shards=shards,
+                                             row_length=max_points,
+                                             row_quantum=config.row_quantum)
   return {
       "points": points,
       "stroke_len": stroke_len,
@@ -161,8 +161,63 @@ def tokenize_batch(sketches: Sequence[Sketch],
       "label": np.asarray(labels, np.int32),
       "weight": (np.ones(batch_size, np.float32) if weights is None
                  else np.asarray(weights, np.float32)),
+      "packed_points": packed_points,
       "packed_index": packed_index,
   }
+
+
+def pack_strokes(points: np.ndarray, stroke_len: np.ndarray, *, num_shards: int,
+                 row_length: int, row_quantum: int = 4) -> tuple[np.ndarray, np.ndarray]:
+  """Lays the real strokes of each batch shard back to back in rows.
+
+  Args:
+    points: float32[B, S, P, 4] one stroke a slot.
+    stroke_len: int[B, S].
+    num_shards: D; shard d holds sketches [d * B / D, (d + 1) * B / D).
+    row_length: L >= P.
+    row_quantum: R is rounded up to a multiple of this.
+
+  Returns:
+    packed_points float32[D, R, L, 4] and packed_index int32[D, R, L, 2]
+    ((sketch within shard, slot) of each point; padding has sketch B / D).
+  """
+  per_shard = len(stroke_len) // num_shards
+  shard_rows = [_pack_rows(stroke_len[d * per_shard:(d + 1) * per_shard], row_length)
+                for d in range(num_shards)]
+  num_rows = row_quantum * math.ceil(max(len(rows) for rows in shard_rows) / row_quantum)
+  packed_points = np.zeros((num_shards, num_rows, row_length, 4), np.float32)
+  packed_index = np.zeros((num_shards, num_rows, row_length, 2), np.int32)
+  packed_index[..., 0] = per_shard
+  for d, rows in enumerate(shard_rows):
+    for r, row in enumerate(rows):
+      t = 0
+      for b, s in row:
+        n = stroke_len[d * per_shard + b, s]
+        packed_points[d, r, t:t + n] = points[d * per_shard + b, s, :n]
+        packed_index[d, r, t:t + n] = (b, s)
+        t += n
+  return packed_points, packed_index
+
+
+def _pack_rows(stroke_len: np.ndarray, row_length: int) -> list[list[tuple[int, int]]]:
+  """First-fit decreasing packing of the strokes of int[B, S] lengths into rows.
+
+  Returns rows of (sketch, slot) in the order their points are laid out.
+  """
+  strokes = sorted(((int(stroke_len[b, s]), b, s) for b, s in np.argwhere(stroke_len > 0)),
+                   key=lambda x: -x[0])
+  rows, free = [], []
+  for length, b, s in strokes:
+    for r, room in enumerate(free):
+      if length <= room:
+        break
+    else:
+      r = len(rows)
+      rows.append([])
+      free.append(row_length)
+    rows[r].append((b, s))
+    free[r] -= length
+  return rows
 
 
 def log_stats(stats: TokenizeStats, what: str) -> None:

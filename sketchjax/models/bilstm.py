@@ -1,12 +1,13 @@
 """Stroke shape encoder: a stacked bidirectional LSTM over point offsets (spec A.2.1).
 
-Both directions of a layer run in ONE `lax.scan` over time-major sequences
-(the backward direction sees each stroke reversed within its own length, which
-equals PyTorch's `pack_padded_sequence`); each step does the two directions'
-input and recurrent matmuls batched over the direction axis. On CPU this is as
-fast as flax's `nn.Bidirectional(nn.RNN(nn.OptimizedLSTMCell))` (measured,
-N=800, P=64, H=192) and faster than projecting all timesteps' inputs before
-the scan, which is memory-bound.
+Strokes run either one a row ([N, P, 4] with lengths) or packed back to back
+in rows ([R, L, 4] with a stroke id per point): the state is reset to zero at
+every stroke's first point in each direction, so both layouts give exactly
+what PyTorch's `pack_padded_sequence` gives, but packed rows do no work on
+padding (a batch of QuickDraw strokes is ~8 points on average and up to
+hundreds, so per-stroke padding wastes most of the scan). Both directions of a
+layer run in ONE `lax.scan`, each step's two matmuls batched over the
+direction axis.
 
 Parameters per layer (PyTorch gate order i, f, g, o, so weights port as
 transposes): `input_kernel[2, F, 4h]` (= W_ih^T of forward, reverse),
@@ -24,23 +25,6 @@ import jax
 import jax.numpy as jnp
 
 
-def reverse_within_length(x: jax.Array, lengths: jax.Array) -> jax.Array:
-  """Reverses each sequence's first `lengths[n]` steps; later steps stay put.
-
-  Args:
-    x: [T, N, ...] time-major sequences.
-    lengths: int[N] valid lengths (0 <= lengths <= T).
-
-  Returns:
-    [T, N, ...] with x[t, n] moved to lengths[n] - 1 - t for t < lengths[n].
-    The map is its own inverse.
-  """
-  steps = jnp.arange(x.shape[0])[:, None]
-  source = jnp.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)
-  source = source.reshape(source.shape + (1,) * (x.ndim - 2))
-  return jnp.take_along_axis(x, source, axis=0)
-
-
 def pytorch_lstm_init(hidden: int) -> nn.initializers.Initializer:
   """PyTorch's LSTM default: U(-1/sqrt(hidden), 1/sqrt(hidden)) for every weight."""
   bound = 1.0 / hidden**0.5
@@ -52,7 +36,13 @@ def pytorch_lstm_init(hidden: int) -> nn.initializers.Initializer:
 
 
 class BiLSTMLayer(nn.Module):
-  """One bidirectional LSTM layer over padded time-major sequences.
+  """One bidirectional LSTM layer over rows of back-to-back segments.
+
+  A row may hold several sequences (strokes) one after another: `segment_ids`
+  names the sequence of every step, and both directions start from a zero
+  state at each sequence's first step in their own direction, so every
+  sequence is processed exactly as if it were alone (as PyTorch's
+  `pack_padded_sequence` does). Steps with a negative id are padding.
 
   Attributes:
     hidden: units of each direction (h); the output has 2h features.
@@ -63,10 +53,10 @@ class BiLSTMLayer(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
-    """[T, N, F] time-major inputs, int[N] lengths -> [T, N, 2h] (forward ++ backward).
+  def __call__(self, x: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """[T, N, F] time-major inputs, int[T, N] segment ids -> [T, N, 2h] (forward ++ backward).
 
-    Outputs at t >= lengths[n] are 0; inputs there never reach valid outputs.
+    Outputs at padding steps (id < 0) are 0.
     """
     h = self.hidden
     init = pytorch_lstm_init(h)
@@ -76,10 +66,16 @@ class BiLSTMLayer(nn.Module):
     w_in, w_rec, bias = (a.astype(self.dtype) for a in (w_in, w_rec, bias))
 
     x = x.astype(self.dtype)
-    both = jnp.stack([x, reverse_within_length(x, lengths)], axis=1)  # [T, 2, N, F]
+    changed = segment_ids[1:] != segment_ids[:-1]  # [T-1, N]
+    first = jnp.ones_like(segment_ids[:1], bool)
+    starts_forward = jnp.concatenate([first, changed], axis=0)
+    starts_backward = jnp.concatenate([changed, first], axis=0)[::-1]
+    both = jnp.stack([x, x[::-1]], axis=1)  # [T, 2, N, F]
+    resets = jnp.stack([starts_forward, starts_backward], axis=1)  # [T, 2, N]
 
-    def step(carry, x_t):
-      h_prev, c_prev = carry
+    def step(carry, inputs):
+      x_t, reset_t = inputs
+      h_prev, c_prev = (jnp.where(reset_t[..., None], 0, a) for a in carry)
       gates = (jnp.einsum("dnf,dfg->dng", x_t, w_in) + bias[:, None, :]
                + jnp.einsum("dnh,dhg->dng", h_prev, w_rec))
       i, f, g, o = jnp.split(gates, 4, axis=-1)
@@ -88,10 +84,9 @@ class BiLSTMLayer(nn.Module):
       return (h_new, c), h_new
 
     zeros = jnp.zeros((2, x.shape[1], h), self.dtype)
-    _, out = jax.lax.scan(step, (zeros, zeros), both)  # [T, 2, N, h]
-    out = jnp.concatenate([out[:, 0], reverse_within_length(out[:, 1], lengths)], axis=-1)
-    valid = jnp.arange(x.shape[0])[:, None, None] < lengths[None, :, None]
-    return jnp.where(valid, out, 0)
+    _, out = jax.lax.scan(step, (zeros, zeros), (both, resets))  # [T, 2, N, h]
+    out = jnp.concatenate([out[:, 0], out[::-1, 1]], axis=-1)
+    return jnp.where((segment_ids >= 0)[..., None], out, 0)
 
 
 class StrokeShapeEncoder(nn.Module):
@@ -109,18 +104,50 @@ class StrokeShapeEncoder(nn.Module):
   reduce: Literal["sum", "mean"] = "sum"
   dtype: jnp.dtype = jnp.float32
 
-  @nn.compact
-  def __call__(self, points: jax.Array, lengths: jax.Array) -> jax.Array:
-    """float[N, P, 4] points, int[N] lengths -> float32[N, H]; length-0 rows are exactly 0."""
+  def setup(self):
     if self.hidden % 2:
       raise ValueError(f"StrokeShapeEncoder.hidden must be even, got {self.hidden}")
     if self.reduce not in ("sum", "mean"):
       raise ValueError(f"StrokeShapeEncoder.reduce must be 'sum' or 'mean', got {self.reduce!r}")
-    lengths = lengths.astype(jnp.int32)
-    x = jnp.swapaxes(points, 0, 1)  # time-major [P, N, 4]
-    for layer in range(self.num_layers):
-      x = BiLSTMLayer(self.hidden // 2, dtype=self.dtype, name=f"layer_{layer}")(x, lengths)
-    total = x.astype(jnp.float32).sum(axis=0)  # padding steps are already 0
-    if self.reduce == "mean":
-      total = total / jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)
-    return total
+    self.layers = [BiLSTMLayer(self.hidden // 2, dtype=self.dtype, name=f"layer_{i}")
+                   for i in range(self.num_layers)]
+
+  def __call__(self, points: jax.Array, lengths: jax.Array) -> jax.Array:
+    """float[N, P, 4] one stroke a row, int[N] lengths -> float32[N, H] (length 0 gives 0)."""
+    steps = jnp.arange(points.shape[1])[None, :]
+    ids = jnp.where(steps < lengths[:, None], jnp.arange(points.shape[0])[:, None], -1)
+    return reduce_by_stroke(self.point_outputs(points, ids), ids, points.shape[0], self.reduce)
+
+  def point_outputs(self, points: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Top-layer outputs of rows of back-to-back strokes.
+
+    Args:
+      points: float[R, L, 4] rows, each holding whole strokes one after another.
+      segment_ids: int[R, L] stroke of every point (any ids that differ between
+        neighbouring strokes), negative for padding.
+
+    Returns:
+      float32[R, L, H], 0 at padding.
+    """
+    ids = segment_ids.T  # time-major [L, R]
+    x = jnp.swapaxes(points, 0, 1)
+    for layer in self.layers:
+      x = layer(x, ids)
+    return jnp.swapaxes(x, 0, 1).astype(jnp.float32)
+
+
+def reduce_by_stroke(outputs: jax.Array, segment_ids: jax.Array, num_strokes: int,
+                     reduce: str = "sum") -> jax.Array:
+  """Per-point outputs float[R, L, H] -> float32[num_strokes, H] by stroke id.
+
+  Ids outside [0, num_strokes) are dropped; a stroke with no points gives 0.
+  """
+  flat_ids = segment_ids.reshape(-1)
+  flat_ids = jnp.where((flat_ids >= 0) & (flat_ids < num_strokes), flat_ids, num_strokes)
+  total = jax.ops.segment_sum(outputs.reshape(flat_ids.shape[0], -1), flat_ids,
+                              num_segments=num_strokes + 1)[:num_strokes]
+  if reduce == "mean":
+    counts = jax.ops.segment_sum(jnp.ones_like(flat_ids), flat_ids,
+                                 num_segments=num_strokes + 1)[:num_strokes]
+    total = total / jnp.maximum(counts, 1)[:, None].astype(total.dtype)
+  return total

@@ -24,7 +24,8 @@ Official checkpoint names map as: `vit.embeddings.stroke_embeddings` ->
 
 The batch is the tokeniser's dict (`sketchjax.data.tokenize`):
   points float32[B, S, P, 4], stroke_len int32[B, S], loc float32[B, S, 2],
-  optional packed_index int32[D, N, 2] (see `shape_embeddings`).
+  optional packed_points float32[D, R, L, 4] and packed_index int32[D, R, L, 2]
+  (see `shape_embeddings`).
 Any S <= max_strokes and any P work.
 """
 
@@ -36,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sketchjax.models.bilstm import StrokeShapeEncoder
+from sketchjax.models.bilstm import StrokeShapeEncoder, reduce_by_stroke
 from sketchjax.models.vit import Encoder
 
 trunc_normal_init = nn.initializers.truncated_normal(0.02)
@@ -45,46 +46,41 @@ trunc_normal_init = nn.initializers.truncated_normal(0.02)
 def shape_embeddings(encoder: StrokeShapeEncoder,
                      points: jax.Array,
                      stroke_len: jax.Array,
+                     packed_points: jax.Array | None = None,
                      packed_index: jax.Array | None = None) -> jax.Array:
-  """Runs the shape encoder over stroke slots -> float32[B, S, H] (empty slots 0).
+  """Runs the shape encoder over the strokes -> float32[B, S, H] (empty slots 0).
 
   Args:
     encoder: the bound StrokeShapeEncoder.
-    points: float32[B, S, P, 4].
+    points: float32[B, S, P, 4], one stroke a slot.
     stroke_len: int[B, S].
-    packed_index: optional int32[D, N, 2]; the batch is D consecutive shards of
-      B / D sketches and row (d, n) is (sketch within shard d, slot) of a real
-      stroke, padding rows have sketch index B / D. The encoder then runs on
-      the D * N gathered strokes only; gather and scatter are vmapped over D so
-      each data shard's work stays on its device under SPMD. Without it the
-      encoder runs over all B * S slots.
+    packed_points: optional float32[D, R, L, 4]: the same strokes laid back to
+      back in rows, per each of D consecutive shards of B / D sketches.
+    packed_index: int32[D, R, L, 2] (sketch within shard, slot) of every packed
+      point; padding has sketch index >= B / D. With the packed rows the
+      encoder does no work on padding, and the per-shard reduction is vmapped
+      over D so each data shard's work stays on its device under SPMD.
+      Without them the encoder runs over all B * S slots.
   """
   batch, slots, num_points, features = points.shape
-  if packed_index is None:
+  if packed_points is None:
     flat = encoder(points.reshape(batch * slots, num_points, features),
                    stroke_len.reshape(batch * slots))
     return flat.reshape(batch, slots, -1)
 
-  shards, packed, _ = packed_index.shape
+  shards, rows, row_length, _ = packed_points.shape
   if batch % shards:
-    raise ValueError(f"packed_index has {shards} shards, which do not divide the batch of {batch}")
+    raise ValueError(f"the packed rows have {shards} shards, which do not divide the "
+                     f"batch of {batch}")
   per_shard = batch // shards
-
-  def gather(x, index):
-    return x.at[index[:, 0], index[:, 1]].get(mode="fill", fill_value=0)
-
-  def scatter(values, index):
-    empty = jnp.zeros((per_shard, slots) + values.shape[1:], values.dtype)
-    return empty.at[index[:, 0], index[:, 1]].set(values, mode="drop")
-
-  points = points.reshape(shards, per_shard, slots, num_points, features)
-  stroke_len = stroke_len.reshape(shards, per_shard, slots)
-  packed_points = jax.vmap(gather)(points, packed_index)  # [D, N, P, 4]
-  packed_len = jax.vmap(gather)(stroke_len, packed_index)  # [D, N], 0 for padding rows
-  flat = encoder(packed_points.reshape(shards * packed, num_points, features),
-                 packed_len.reshape(shards * packed))
-  embedded = jax.vmap(scatter)(flat.reshape(shards, packed, -1), packed_index)
-  return embedded.reshape(batch, slots, -1)
+  sketch, slot = packed_index[..., 0], packed_index[..., 1]
+  stroke_id = jnp.where(sketch < per_shard, sketch * slots + slot, -1)  # [D, R, L]
+  outputs = encoder.point_outputs(packed_points.reshape(shards * rows, row_length, features),
+                                  stroke_id.reshape(shards * rows, row_length))
+  outputs = outputs.reshape(shards, rows, row_length, -1)
+  per_stroke = jax.vmap(lambda o, i: reduce_by_stroke(o, i, per_shard * slots, encoder.reduce))(
+      outputs, stroke_id)  # [D, per_shard * S, H]
+  return per_stroke.reshape(batch, slots, -1)
 
 
 class SketchXAINet(nn.Module):
@@ -139,7 +135,8 @@ class SketchXAINet(nn.Module):
     shape = jnp.zeros((num_sketches, slots, self.hidden), jnp.float32)
     if self.use_shape:
       encoder = StrokeShapeEncoder(self.hidden, name="stroke_shape")
-      shape = shape_embeddings(encoder, points, stroke_len, batch.get("packed_index"))
+      shape = shape_embeddings(encoder, points, stroke_len, batch.get("packed_points"),
+                               batch.get("packed_index"))
     tokens = shape
     if self.use_location:
       tokens = tokens + nn.Dense(self.hidden, kernel_init=trunc_normal_init,

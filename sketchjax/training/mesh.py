@@ -22,6 +22,7 @@ import numpy as np
 DATA_AXIS = "data"
 FSDP_AXIS = "fsdp"
 PACKED_INDEX = "packed_index"
+SHARD_MAJOR_PREFIX = "packed_"  # arrays [D, ...]: one entry per data shard
 
 
 def make_mesh(fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -68,8 +69,9 @@ def state_shardings(abstract_tree: Any, mesh: Mesh) -> Any:
 
 
 def local_batch_size(batch: Mapping[str, np.ndarray]) -> int:
-  """Axis 0 of the arrays other than `packed_index` (which is [shards, N, 2])."""
-  sizes = {name: a.shape[0] for name, a in batch.items() if name != PACKED_INDEX}
+  """Axis 0 of the arrays other than the shard-major `packed_*` ones ([shards, ...])."""
+  sizes = {name: a.shape[0] for name, a in batch.items()
+           if not name.startswith(SHARD_MAJOR_PREFIX)}
   if len(set(sizes.values())) != 1:
     raise ValueError(f"batch arrays disagree on the batch size (axis 0): {sizes}")
   return next(iter(sizes.values()))
@@ -79,8 +81,8 @@ def pad_to_shapes(batch: Mapping[str, np.ndarray],
                   shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
   """Pads every array's trailing axes at the end up to `shapes` (axis 0 must match).
 
-  Padding is zero, except in `packed_index` [D, N, 2] (sketch within shard,
-  slot), whose new rows hold the out-of-range sketch index B / D in column 0
+  Padding is zero, except in `packed_index` [D, ..., 2] (sketch within shard,
+  slot), whose new entries hold the out-of-range sketch index B / D in column 0
   and 0 in column 1, B being the local batch size.
   """
   padded = {}
