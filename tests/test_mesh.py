@@ -56,7 +56,7 @@ def test_to_global_shards_axis_zero():
   assert out["x"].sharding.spec == P(("data", "fsdp"))
   assert {s.data.shape for s in out["x"].addressable_shards} == {(2, 2)}
   np.testing.assert_array_equal(out["x"], batch["x"])
-  with pytest.raises(ValueError, match="num_shards=8"):
+  with pytest.raises(ValueError, match="num_shards = 8 x micro-batches"):
     mesh_lib.to_global({"packed_index": np.zeros((2, 6, 2), np.int32)}, mesh)
 
 

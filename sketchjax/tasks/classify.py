@@ -92,13 +92,13 @@ def classification_objective(model: nn.Module) -> trainer.Objective:
 
 
 def tokenizer_config(config: ml_collections.ConfigDict) -> tokenize.TokenizerConfig:
-  """Tokeniser settings; the batch splits into one shard per local device."""
+  """Tokeniser settings; strokes are packed per local device and micro-batch."""
   t = config.tokenizer
   return tokenize.TokenizerConfig(
       max_strokes=t.max_strokes,
       stroke_buckets=tuple(t.stroke_buckets) if t.bucket_strokes else None,
       point_buckets=tuple(t.point_buckets),
-      num_shards=jax.local_device_count())
+      num_shards=jax.local_device_count() * config.train.microbatches)
 
 
 def load_sources(config: ml_collections.ConfigDict, workdir: pathlib.Path):

@@ -117,10 +117,10 @@ def _check_packed_index(batch: Mapping[str, np.ndarray], mesh: Mesh) -> None:
   if PACKED_INDEX not in batch:
     return
   shards, local_devices = batch[PACKED_INDEX].shape[0], len(mesh.local_devices)
-  if shards != local_devices:
+  if shards % local_devices:
     raise ValueError(f"packed_index has {shards} shards but the mesh splits this "
                      f"process's batch over {local_devices} devices: tokenise with "
-                     f"num_shards={local_devices}")
+                     f"num_shards = {local_devices} x micro-batches")
 
 
 def to_global(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:

@@ -23,6 +23,7 @@ import optax
 from sketchjax.training import checkpoint as checkpoint_lib
 from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import metrics as metrics_lib
+from sketchjax.training import microbatch
 from sketchjax.training import optim
 from sketchjax.training import progress as progress_lib
 
@@ -87,13 +88,18 @@ def _abstract_state(objective: Objective, tx: optax.GradientTransformation,
 
 
 def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
-                     schedule: optax.Schedule, state_shardings: Any, mesh: Mesh):
-  """jit (state, global batch) -> (state, metrics); donates the state."""
+                     schedule: optax.Schedule, state_shardings: Any, mesh: Mesh,
+                     num_microbatches: int = 1):
+  """jit (state, global batch) -> (state, metrics); donates the state.
+
+  Gradients accumulate over `num_microbatches` (see `microbatch.py`).
+  """
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     dropout_rng = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(
-        state.params, batch, dropout_rng)
+    (loss, metrics), grads = microbatch.value_and_grad(
+        objective.loss, state.params, batch, dropout_rng,
+        num_microbatches=num_microbatches, num_shards=mesh.size)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
@@ -254,7 +260,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
     pending = None if data_iterator is not None else first_batch
     logging.info("resumed from the checkpoint of step %d in %s", latest,
                  _checkpoint_dir(workdir))
-  train_step = _make_train_step(objective, tx, schedule, shardings, mesh)
+  train_step = _make_train_step(objective, tx, schedule, shardings, mesh,
+                                config.train.get("microbatches", 1))
 
   def run_eval(step: int) -> dict[str, float]:
     result = evaluate(config, state.params, objective, make_eval_iter(), mesh)

@@ -1,0 +1,75 @@
+"""Gradient accumulation over micro-batches inside one jitted step.
+
+A global batch of B sketches on D data shards splits into M micro-batches of
+B / M, each still spread over all D shards, and `lax.scan` sums their
+gradients: the same update as one pass over B (the loss is the mean of the
+micro-batch means, equal to the batch mean for equal weights), with the
+activation memory of B / M. On CPU the smaller working set is also faster
+(SketchXAINet-Tiny at B = 100: M = 5 takes half the time and a quarter of the
+memory of M = 1; WORKSPACE.md).
+
+Batch layout: arrays [B, ...] are sketch-major; arrays named `packed_*` are
+shard-major [D * M, ...] (the tokeniser packs each of the D * M consecutive
+sketch chunks separately), so chunk (d, m) holds the packed strokes of
+sketches [(d * M + m) * B / (D M), ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+Batch = dict[str, Any]
+LossFn = Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def split(batch: Batch, num_microbatches: int, num_shards: int) -> Batch:
+  """Batch -> the same arrays with a leading micro-batch axis M.
+
+  Micro-batch m takes, from every shard d, that shard's m-th chunk, so each
+  micro-batch stays spread over all D shards (no data moves between devices).
+  """
+  m, d = num_microbatches, num_shards
+
+  def one(name: str, x: jax.Array) -> jax.Array:
+    if name.startswith("packed_"):  # [D * M, ...] -> [M, D, ...]
+      x = x.reshape((d, m) + x.shape[1:])
+      return jnp.swapaxes(x, 0, 1)
+    per_chunk = x.shape[0] // (d * m)
+    x = x.reshape((d, m, per_chunk) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1).reshape((m, d * per_chunk) + x.shape[3:])
+
+  for name, x in batch.items():
+    leading = x.shape[0]
+    if leading % (d * m):
+      raise ValueError(f"batch array {name!r} has {leading} rows, not divisible into "
+                       f"{m} micro-batches on {d} shards")
+  return {name: one(name, x) for name, x in batch.items()}
+
+
+def value_and_grad(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array, *,
+                   num_microbatches: int, num_shards: int):
+  """((mean loss, mean metrics), summed-then-averaged grads) over micro-batches.
+
+  With one micro-batch this is exactly `jax.value_and_grad(loss_fn, has_aux=True)`.
+  Micro-batch m uses the dropout key fold_in(rng, m).
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if num_microbatches == 1:
+    return grad_fn(params, batch, rng)
+  micro = split(batch, num_microbatches, num_shards)
+
+  def body(carry, inputs):
+    index, micro_batch = inputs
+    (loss, metrics), grads = grad_fn(params, micro_batch, jax.random.fold_in(rng, index))
+    return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+  shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
+  (loss, metrics), grads = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  (loss, metrics, grads), _ = jax.lax.scan(
+      body, (loss, metrics, grads), (jnp.arange(num_microbatches), micro))
+  scale = 1.0 / num_microbatches
+  return ((loss * scale, jax.tree.map(lambda x: x * scale, metrics)),
+          jax.tree.map(lambda g: g * scale, grads))
