@@ -101,8 +101,6 @@ class SketchXAINet(nn.Module):
       True: empty slots' tokens are zero and masked as attention keys (CLS
       always visible), so the output does not depend on S.
     dtype: encoder compute dtype (parameters, the BiLSTM and the logits stay float32).
-    remat: the encoder's rematerialisation ("none", "dots", "full"; see
-      `vit.Encoder`): less memory, the same numbers.
   """
 
   num_classes: int
@@ -118,7 +116,6 @@ class SketchXAINet(nn.Module):
   use_order: bool = True
   mask_padding: bool = False
   dtype: Any = jnp.float32
-  remat: str = "none"
 
   @nn.compact
   def __call__(self, batch: Mapping[str, jax.Array], *,
@@ -158,7 +155,7 @@ class SketchXAINet(nn.Module):
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     encoded = Encoder(self.num_layers, self.hidden, self.mlp_dim, self.num_heads, self.dropout,
                       self.attention_dropout, final_norm=True, dtype=self.dtype,
-                      remat=self.remat, name="encoder")(x, key_mask, train=train)
+                      name="encoder")(x, key_mask, train=train)
     cls = encoded[:, 0].astype(jnp.float32)
     logits = nn.Dense(self.num_classes, kernel_init=trunc_normal_init, name="head")(cls)
     return logits, {"shape_embedding": shape, "stroke_tokens": tokens, "encoded": encoded,

@@ -36,7 +36,7 @@ class EncoderBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, attention_mask: jax.Array | None, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, attention_mask: jax.Array | None, *, train: bool) -> jax.Array:
     y = LayerNorm(dtype=self.dtype, name="norm_attention")(x)
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads,
@@ -67,10 +67,6 @@ class Encoder(nn.Module):
     attention_dropout: dropout on attention probabilities.
     final_norm: apply the final LayerNorm (HF `vit.layernorm`) as `final_norm`.
     dtype: compute dtype.
-    remat: "none" keeps every activation for the backward pass; "dots" keeps
-      only the outputs of the dense projections and recomputes the rest
-      (attention, softmax, GELU, dropout masks) per block in the backward
-      pass: several times less memory for some extra compute.
   """
 
   num_layers: int
@@ -81,7 +77,6 @@ class Encoder(nn.Module):
   attention_dropout: float = 0.0
   final_norm: bool = True
   dtype: jnp.dtype = jnp.float32
-  remat: str = "none"
 
   @nn.compact
   def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, train: bool) -> jax.Array:
@@ -89,15 +84,10 @@ class Encoder(nn.Module):
     if x.shape[-1] != self.hidden:
       raise ValueError(f"Encoder expects tokens of width {self.hidden}, got shape {x.shape}")
     attention_mask = None if key_mask is None else key_mask[:, None, None, :]
-    block = {"none": EncoderBlock,
-             "dots": nn.remat(EncoderBlock, static_argnums=(3,),
-                              policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
-             "full": nn.remat(EncoderBlock, static_argnums=(3,))}.get(self.remat)
-    if block is None:
-      raise ValueError(f"Encoder.remat must be 'none', 'dots' or 'full', got {self.remat!r}")
     for i in range(self.num_layers):
-      x = block(self.hidden, self.mlp_dim, self.num_heads, self.dropout,
-                self.attention_dropout, self.dtype, name=f"block_{i}")(x, attention_mask, train)
+      x = EncoderBlock(self.hidden, self.mlp_dim, self.num_heads, self.dropout,
+                       self.attention_dropout, self.dtype,
+                       name=f"block_{i}")(x, attention_mask, train=train)
     if self.final_norm:
       x = LayerNorm(dtype=self.dtype, name="final_norm")(x)
     return x
