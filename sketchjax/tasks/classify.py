@@ -34,6 +34,7 @@ from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
 CLASSES_FILE = "classes.json"
+CONFIG_FILE = "config.json"
 
 
 def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
@@ -141,6 +142,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CLASSES_FILE).write_text(json.dumps(list(class_names)))
+    (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
   model = build_model(config.model, len(class_names))
   tokenizer = tokenizer_config(config)
   train_stats, eval_stats = tokenize.TokenizeStats(), tokenize.TokenizeStats()
@@ -166,20 +168,35 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   return metrics
 
 
+def load_trained(workdir: str | pathlib.Path):
+  """(model, params, class names, training config) of a trained workdir.
+
+  The model is rebuilt from the workdir's own config.json, so callers (the
+  evaluate mode, SLI, attribution) need not repeat the training flags.
+  """
+  workdir = pathlib.Path(workdir)
+  missing = [f for f in (CLASSES_FILE, CONFIG_FILE) if not (workdir / f).exists()]
+  if missing:
+    raise FileNotFoundError(f"{workdir} holds no trained model ({', '.join(missing)} "
+                            "missing): train first with --config.mode=train")
+  class_names = json.loads((workdir / CLASSES_FILE).read_text())
+  config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
+  model = build_model(config.model, len(class_names))
+  example = tokenize.tokenize_batch([pipeline.decode({"stroke3": [[0, 0, 1]], "label": 0}).sketch],
+                                    [0], tokenize.TokenizerConfig())
+  params = trainer.restore_params(str(workdir), classification_objective(model), example,
+                                  config)
+  return model, params, class_names, config
+
+
 def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Top-1/top-5 of the workdir's latest checkpoint on `config.data.eval_dir`."""
-  classes_path = workdir / CLASSES_FILE
-  if not classes_path.exists():
-    raise FileNotFoundError(f"{workdir} holds no trained model ({CLASSES_FILE} missing): "
-                            "train first with --config.mode=train")
-  class_names = json.loads(classes_path.read_text())
+  model, params, class_names, trained_config = load_trained(workdir)
   source = quickdraw_sources.folder_source(config, class_names)
-  model = build_model(config.model, len(class_names))
   objective = classification_objective(model)
   stats = tokenize.TokenizeStats()
   batches = pipeline.eval_batches(source, global_batch_size=config.train.eval_batch_size,
-                                  tokenizer=tokenizer_config(config), stats=stats)
-  params = trainer.restore_params(str(workdir), objective, next(iter(batches)), config)
+                                  tokenizer=tokenizer_config(trained_config), stats=stats)
   metrics = trainer.evaluate(config, params, objective, batches,
                              mesh_lib.make_mesh(config.mesh.fsdp))
   tokenize.log_stats(stats, "evaluation")
