@@ -14,8 +14,9 @@ import jax
 from ml_collections import config_flags
 
 from sketchjax.tasks import classify
+from sketchjax.tasks import sli
 
-TASKS = {"classify": classify.run}
+TASKS = {"classify": classify.run, "sli": sli.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/quickstart.py[:smoke].",

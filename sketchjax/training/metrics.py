@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import jax
 import tensorboardX
@@ -20,8 +20,10 @@ class MetricWriter:
     if not self._active:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-    self._tensorboard = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self._jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._tensorboard_dir = os.path.join(workdir, "tensorboard")
+    self._jsonl = open(self._jsonl_path, "a", encoding="utf-8")
+    self._tensorboard = tensorboardX.SummaryWriter(self._tensorboard_dir)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     """metrics: scalar name -> value (numpy or Python numbers)."""
@@ -33,6 +35,32 @@ class MetricWriter:
     for name, value in values.items():
       self._tensorboard.add_scalar(f"{split}/{name}", value, int(step))
     self._tensorboard.flush()
+
+  def rewind(self, step: int, redone_splits: Sequence[str] = ()) -> None:
+    """Forgets what a killed run wrote after `step` (and the rows of
+    `redone_splits` at `step`, which the caller writes again): metrics.jsonl
+    keeps only the earlier rows (a torn last line goes too), and TensorBoard
+    is told to purge events after `step`."""
+    if not self._active:
+      return
+    self._jsonl.close()
+    with open(self._jsonl_path, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue  # Torn by the kill.
+      if row["step"] < step or (row["step"] == step and row["split"] not in redone_splits):
+        kept.append(line + "\n")
+    if len(kept) < len(lines):
+      with open(self._jsonl_path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(kept)
+      os.replace(self._jsonl_path + ".tmp", self._jsonl_path)
+    self._jsonl = open(self._jsonl_path, "a", encoding="utf-8")
+    self._tensorboard.close()
+    self._tensorboard = tensorboardX.SummaryWriter(self._tensorboard_dir, purge_step=step + 1)
 
   def close(self) -> None:
     if self._active:

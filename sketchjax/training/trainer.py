@@ -138,11 +138,13 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
   _, abstract, _ = _abstract_state(objective, tx, example_batch, config.seed, mesh)
   checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
                                              config.train.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
+  try:
+    restored = checkpointer.restore_latest(abstract, data_iterator=None)
+  finally:
+    checkpointer.close()
+  if restored is None:
     raise FileNotFoundError(f"no checkpoint in {_checkpoint_dir(workdir)}")
-  state = checkpointer.restore(step, abstract, data_iterator=None)
-  checkpointer.close()
+  step, state = restored
   logging.info("restored parameters of step %d from %s", step, _checkpoint_dir(workdir))
   return state.params
 
@@ -251,12 +253,13 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
 
   first_batch = _next_global(train_iter, mesh, step=0)
   init, abstract, shardings = _abstract_state(objective, tx, first_batch, config.seed, mesh)
-  latest = checkpointer.latest_step()
-  if latest is None:
+  restored = checkpointer.restore_latest(abstract, data_iterator)
+  if restored is None:
+    latest = None
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed), first_batch)
     pending = first_batch
   else:
-    state = checkpointer.restore(latest, abstract, data_iterator)
+    latest, state = restored
     pending = None if data_iterator is not None else first_batch
     logging.info("resumed from the checkpoint of step %d in %s", latest,
                  _checkpoint_dir(workdir))
@@ -269,10 +272,20 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
     logging.info("eval at step %d: %s", step, result)
     return result
 
+  def eval_due(step: int) -> bool:
+    return make_eval_iter is not None and (step % train.eval_every == 0 or
+                                           step >= train.num_steps)
+
   step = int(jax.device_get(state.step))
   log = _TrainLog(train.stop_on_nan, latest)
   progress = progress_lib.Progress(train.num_steps, step)
   eval_metrics = {}
+  if latest is not None:
+    # A killed run may have logged past its last checkpoint, or died before the
+    # eval of this step: forget those rows and redo the eval (deterministic).
+    writer.rewind(step, redone_splits=("eval",) if eval_due(step) else ())
+    if eval_due(step):
+      eval_metrics = run_eval(step)
   while step < train.num_steps:
     batch = pending if pending is not None else _next_global(train_iter, mesh, step)
     pending = None
@@ -289,9 +302,6 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
       log.flush()  # Never save a state that followed a non-finite loss.
       checkpointer.save(step, state, data_iterator)
       log.last_checkpoint = step
-    if make_eval_iter is not None and (step % train.eval_every == 0 or
-                                       step == train.num_steps):
+    if eval_due(step):
       eval_metrics = run_eval(step)
-  if make_eval_iter is not None and not eval_metrics:  # Resumed at or past num_steps.
-    eval_metrics = run_eval(step)
   return eval_metrics
