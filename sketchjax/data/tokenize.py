@@ -55,6 +55,8 @@ class TokenizerConfig:
     num_shards: D, the number of data shards of each batch (the local
       data-parallel devices) for the packed rows.
     row_quantum: the packed row count R is a multiple of this.
+    slot_points: include `points` (one stroke a slot); models that read only
+      the packed rows need not pay for it (nor compile a shape per P).
   """
 
   max_strokes: int = 196
@@ -62,6 +64,7 @@ class TokenizerConfig:
   point_buckets: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
   num_shards: int = 1
   row_quantum: int = 4
+  slot_points: bool = True
 
 
 @dataclasses.dataclass
@@ -154,7 +157,7 @@ def tokenize_batch(sketches: Sequence[Sketch],
   packed_points, packed_index = pack_strokes(points, stroke_len, num_shards=shards,
                                              row_length=max_points,
                                              row_quantum=config.row_quantum)
-  return {
+  batch = {
       "points": points,
       "stroke_len": stroke_len,
       "loc": loc,
@@ -164,6 +167,9 @@ def tokenize_batch(sketches: Sequence[Sketch],
       "packed_points": packed_points,
       "packed_index": packed_index,
   }
+  if not config.slot_points:
+    del batch["points"]
+  return batch
 
 
 def pack_strokes(points: np.ndarray, stroke_len: np.ndarray, *, num_shards: int,

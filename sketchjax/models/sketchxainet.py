@@ -23,9 +23,10 @@ Official checkpoint names map as: `vit.embeddings.stroke_embeddings` ->
 `vit.fc` -> `head`.
 
 The batch is the tokeniser's dict (`sketchjax.data.tokenize`):
-  points float32[B, S, P, 4], stroke_len int32[B, S], loc float32[B, S, 2],
-  optional packed_points float32[D, R, L, 4] and packed_index int32[D, R, L, 2]
-  (see `shape_embeddings`).
+  stroke_len int32[B, S], loc float32[B, S, 2], and the strokes' rows as
+  points float32[B, S, P, 4] and/or packed_points float32[D, R, L, 4] with
+  packed_index int32[D, R, L, 2] (see `shape_embeddings`; the packed rows are
+  used when present).
 Any S <= max_strokes and any P work.
 """
 
@@ -44,7 +45,7 @@ trunc_normal_init = nn.initializers.truncated_normal(0.02)
 
 
 def shape_embeddings(encoder: StrokeShapeEncoder,
-                     points: jax.Array,
+                     points: jax.Array | None,
                      stroke_len: jax.Array,
                      packed_points: jax.Array | None = None,
                      packed_index: jax.Array | None = None) -> jax.Array:
@@ -52,7 +53,8 @@ def shape_embeddings(encoder: StrokeShapeEncoder,
 
   Args:
     encoder: the bound StrokeShapeEncoder.
-    points: float32[B, S, P, 4], one stroke a slot.
+    points: float32[B, S, P, 4], one stroke a slot (unused, may be None, when
+      the packed rows are given).
     stroke_len: int[B, S].
     packed_points: optional float32[D, R, L, 4]: the same strokes laid back to
       back in rows, per each of D consecutive shards of B / D sketches.
@@ -62,13 +64,13 @@ def shape_embeddings(encoder: StrokeShapeEncoder,
       over D so each data shard's work stays on its device under SPMD.
       Without them the encoder runs over all B * S slots.
   """
-  batch, slots, num_points, features = points.shape
+  batch, slots = stroke_len.shape
   if packed_points is None:
-    flat = encoder(points.reshape(batch * slots, num_points, features),
+    flat = encoder(points.reshape((batch * slots,) + points.shape[2:]),
                    stroke_len.reshape(batch * slots))
     return flat.reshape(batch, slots, -1)
 
-  shards, rows, row_length, _ = packed_points.shape
+  shards, rows, row_length, features = packed_points.shape
   if batch % shards:
     raise ValueError(f"the packed rows have {shards} shards, which do not divide the "
                      f"batch of {batch}")
@@ -126,7 +128,7 @@ class SketchXAINet(nn.Module):
     token sum before CLS), encoded [B, 1 + S, H] (after the final LayerNorm),
     cls [B, H], logits [B, C].
     """
-    points, stroke_len, loc = batch["points"], batch["stroke_len"], batch["loc"]
+    stroke_len, loc = batch["stroke_len"], batch["loc"]
     num_sketches, slots = stroke_len.shape
     if slots > self.max_strokes:
       raise ValueError(f"batch has {slots} stroke slots, the model at most {self.max_strokes}")
@@ -135,7 +137,7 @@ class SketchXAINet(nn.Module):
     shape = jnp.zeros((num_sketches, slots, self.hidden), jnp.float32)
     if self.use_shape:
       encoder = StrokeShapeEncoder(self.hidden, name="stroke_shape")
-      shape = shape_embeddings(encoder, points, stroke_len, batch.get("packed_points"),
+      shape = shape_embeddings(encoder, batch.get("points"), stroke_len, batch.get("packed_points"),
                                batch.get("packed_index"))
     tokens = shape
     if self.use_location:

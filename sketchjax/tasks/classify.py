@@ -99,7 +99,8 @@ def tokenizer_config(config: ml_collections.ConfigDict) -> tokenize.TokenizerCon
       max_strokes=t.max_strokes,
       stroke_buckets=tuple(t.stroke_buckets) if t.bucket_strokes else None,
       point_buckets=tuple(t.point_buckets),
-      num_shards=jax.local_device_count() * config.train.microbatches)
+      num_shards=jax.local_device_count() * config.train.microbatches,
+      slot_points=config.model.kind != "sketchxainet")  # it reads the packed rows
 
 
 def load_sources(config: ml_collections.ConfigDict, workdir: pathlib.Path):
@@ -139,7 +140,9 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   train_source, test_source, class_names = load_sources(config, workdir)
   logging.info("%d classes, %d training and %d test sketches", len(class_names),
                len(train_source), len(test_source))
-  if jax.process_index() == 0:
+  if jax.process_index() == 0 and not trainer.has_checkpoint(str(workdir)):
+    # A fresh run records what it trains; a resumed one keeps the record of the
+    # checkpoints (a run with another model is refused by the restore).
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / CLASSES_FILE).write_text(json.dumps(list(class_names)))
     (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))

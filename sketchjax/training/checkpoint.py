@@ -1,13 +1,14 @@
 """Asynchronous orbax checkpoints of the train state and the grain iterator position.
 
-Each step directory holds the item "state" (any pytree of jax.Arrays, restored
-with the shardings of an abstract target) and, when the data iterator is a
-grain iterator, the item "data" (one JSON file per process). All processes
-call `save` and `restore_latest` collectively.
+Each step directory holds the item "state" (a pytree of jax.Arrays with a
+`params` field, restored with the shardings of an abstract target) and, when
+the data iterator is a grain iterator, the item "data" (one JSON file per
+process). All processes call `save` and `restore_latest` collectively.
 
-A checkpoint that does not restore (truncated or missing files) is moved
-aside to `<step>.corrupt-<time>` and the previous one used, with a warning;
-one holding parameters of other shapes stops the run with a clear error.
+A checkpoint that does not restore (truncated or missing files) is skipped
+with a warning for the previous one (and, when training, moved aside to
+`<step>.corrupt-<time>`); one holding parameters of other shapes stops the run
+with a clear error.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         os.path.abspath(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             cleanup_tmp_directories=True,
                                              enable_async_checkpointing=True),
         item_handlers={STATE: ocp.StandardCheckpointHandler(),
                        DATA: grain.checkpoint.CheckpointHandler()})
@@ -85,14 +85,15 @@ class Checkpointer:
       items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))[STATE]
 
-  def restore_latest(self, abstract_state: Any,
-                     data_iterator: Any | None) -> tuple[int, Any] | None:
+  def restore_latest(self, abstract_state: Any, data_iterator: Any | None, *,
+                     set_aside_unreadable: bool) -> tuple[int, Any] | None:
     """(step, state) of the newest checkpoint that restores; None when there is none.
 
     Unreadable checkpoints are skipped with a WARNING naming the bad step and
-    the step used, and moved aside so that the run can write that step again.
-    Raises CheckpointError when checkpoints exist but none restores, and
-    CheckpointMismatchError (at once) for parameters of other shapes.
+    the step used; with `set_aside_unreadable` (training, which will write
+    those steps again) they are moved aside. Raises CheckpointError when
+    checkpoints exist but none restores, and CheckpointMismatchError (at once)
+    for parameters of other shapes.
     """
     failures = {}
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -104,9 +105,10 @@ class Checkpointer:
         state, error = None, e
       if _on_every_process(error is None):
         if failures:
-          moved = self._set_aside(failures)
-          logging.warning("resuming from the checkpoint of step %d instead of the unreadable "
-                          "step(s) %s, now moved aside to %s", step, list(failures), moved)
+          moved = (f", now moved aside to {self._set_aside(failures)}"
+                   if set_aside_unreadable else "")
+          logging.warning("using the checkpoint of step %d instead of the unreadable step(s) "
+                          "%s%s", step, list(failures), moved)
         return step, state
       failures[step] = _one_line(error) if error else "unreadable on another process"
       logging.warning("the checkpoint of step %d in %s is unreadable (%s); trying the "

@@ -139,7 +139,8 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
   checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
                                              config.train.keep_checkpoints)
   try:
-    restored = checkpointer.restore_latest(abstract, data_iterator=None)
+    restored = checkpointer.restore_latest(abstract, data_iterator=None,
+                                           set_aside_unreadable=False)
   finally:
     checkpointer.close()
   if restored is None:
@@ -147,6 +148,13 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
   step, state = restored
   logging.info("restored parameters of step %d from %s", step, _checkpoint_dir(workdir))
   return state.params
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """True when workdir holds at least one checkpoint step (readable or not)."""
+  directory = _checkpoint_dir(workdir)
+  return os.path.isdir(directory) and any(name.isdigit() or name.split(".")[0].isdigit()
+                                          for name in os.listdir(directory))
 
 
 def _checkpoint_dir(workdir: str) -> str:
@@ -253,7 +261,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
 
   first_batch = _next_global(train_iter, mesh, step=0)
   init, abstract, shardings = _abstract_state(objective, tx, first_batch, config.seed, mesh)
-  restored = checkpointer.restore_latest(abstract, data_iterator)
+  restored = checkpointer.restore_latest(abstract, data_iterator, set_aside_unreadable=True)
   if restored is None:
     latest = None
     state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed), first_batch)

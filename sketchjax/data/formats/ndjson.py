@@ -28,12 +28,15 @@ def read_ndjson(path: str | os.PathLike, *,
   lines are ignored.
   """
   policy = policy or BadInputPolicy()
-  with open(path, encoding="utf-8") as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
+  with open(path, "rb") as f:
+    for line_number, raw in enumerate(f, start=1):
       try:
+        line = raw.decode("utf-8")
+        if not line.strip():
+          continue
         yield _parse_line(line)
+      except UnicodeDecodeError as e:
+        policy.handle(SketchFormatError(path, line_number, f"not UTF-8 text: {e}"))
       except ValueError as e:
         policy.handle(SketchFormatError(path, line_number, str(e)))
 

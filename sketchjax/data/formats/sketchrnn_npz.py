@@ -10,6 +10,7 @@ written by Python 2): only open files from a source you trust.
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -63,7 +64,7 @@ def _load(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
     loaded = np.load(path, allow_pickle=True, encoding="latin1")
   except FileNotFoundError:
     raise
-  except (ValueError, OSError, EOFError) as e:
+  except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
     raise SketchFormatError(path, None, f"not a sketch-rnn npz: {e}") from None
   if not isinstance(loaded, np.lib.npyio.NpzFile):
     raise SketchFormatError(path, None, "not a sketch-rnn npz: a single array, not splits")
