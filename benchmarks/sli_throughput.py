@@ -1,0 +1,137 @@
+"""Stroke Location Inversion throughput: batched vs one sketch at a time.
+
+  python benchmarks/sli_throughput.py --data_dir=../shared/data/quickdraw/simplified
+
+Prints, side by side, SLI sketches/s (one inversion of `--steps` steps a
+sketch, one path) for random-init SketchXAINet-Tiny-30 (speed does not depend
+on the weights) in two layouts:
+  faithful  196 stroke slots, padding attended (the official model);
+  masked    attention masks padding; the sketches are sorted by stroke count
+            and each batch has the smallest slot bucket that holds it (as
+            the SLI task runs them);
+each both batched (`vmap` over `--batch` sketches in one jitted `lax.scan`)
+and one sketch at a time (a Python loop over sketches calling the jitted
+single-sketch inversion, as the official code does with batch size 1), with
+the official PyTorch code on this machine (`OFFICIAL_SECONDS`, 2 threads,
+medians; runs vary by up to 25%) and the ratios. `--sizes=tiny,base` adds
+Base-30. Every shape is compiled before the clock starts; the drawings are
+real QuickDraw drawings in a fixed shuffled order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import app
+from absl import flags
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/quickdraw/simplified",
+                                "Folder of official simplified ndjson files.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Sketches a batched call.")
+_BATCHES = flags.DEFINE_integer("batches", 2, "Timed batched calls per layout.")
+_SINGLE = flags.DEFINE_integer("single", 3, "Sketches timed one at a time per layout.")
+_STEPS = flags.DEFINE_integer("steps", 100, "SLI steps (100 official).")
+_SIZES = flags.DEFINE_list("sizes", ["tiny"], "Model sizes: tiny, base.")
+
+NUM_CLASSES = 30
+# The official code (inversion/main_inversion.py, batch size 1, 100 steps) on
+# this machine, 2 threads: seconds a sketch.
+OFFICIAL_SECONDS = {"tiny": 5.6, "base": 48.0}
+LAYOUTS = ("faithful", "masked")
+
+
+def _sketches(data_dir: str, count: int):
+  """`count` normalised (sketch, label) pairs of real drawings, fixed shuffled order."""
+  import numpy as np
+  from sketchjax.data import pipeline
+  from sketchjax.data.formats import folder
+  from sketchjax.sketch.sketch import to_stroke3
+
+  records = []
+  for label, path in enumerate(folder.list_category_files(data_dir).values()):
+    records += [{"stroke3": to_stroke3(d.sketch), "label": label % NUM_CLASSES}
+                for d in folder.read_drawings(path)]
+  order = np.random.default_rng(0).permutation(len(records))[:count]
+  examples = [pipeline.decode(records[i]) for i in order]
+  return [(e.sketch, e.label) for e in examples]
+
+
+def _tokenize(pairs, masked: bool) -> dict:
+  from sketchjax.data import tokenize
+  from sketchjax.tasks.classify_config import POINT_BUCKETS, STROKE_BUCKETS
+  config = tokenize.TokenizerConfig(stroke_buckets=STROKE_BUCKETS if masked else None,
+                                    point_buckets=POINT_BUCKETS)
+  batch = tokenize.tokenize_batch([s for s, _ in pairs], [l for _, l in pairs], config)
+  return {k: v for k, v in batch.items() if k not in ("packed_points", "packed_index")}
+
+
+def measure(size: str, layout: str, pairs_batched, pairs_single) -> dict:
+  """sketches/s of batched and one-at-a-time SLI for one model and layout."""
+  import jax
+  from sketchjax.methods import sli
+  from sketchjax.models import sketchxainet
+
+  masked = layout == "masked"
+  make = sketchxainet.tiny if size == "tiny" else sketchxainet.base
+  model = make(NUM_CLASSES, mask_padding=masked)
+  if masked:  # similar stroke counts share a batch (as the SLI task orders them)
+    pairs_batched = sorted(pairs_batched, key=lambda p: p[0].num_strokes)
+  batches = [_tokenize(pairs_batched[i:i + _BATCH.value], masked)
+             for i in range(0, len(pairs_batched), _BATCH.value)]
+  singles = [_tokenize([p], masked) for p in pairs_single]
+  params = jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b, train=False)
+                   ["params"])(singles[0])
+  inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False)[0],
+                              sli.SLIConfig(steps=_STEPS.value))
+
+  def arguments(batch):
+    init = sli.recovery_init(jax.random.key(1), batch, 1)
+    return params, batch, batch["label"], init
+
+  compiled = {}
+
+  def compiled_for(args):
+    key = str(jax.tree.map(lambda x: x.shape, args[1:]))
+    if key not in compiled:
+      compiled[key] = inverter.lower(*args).compile()
+    return compiled[key]
+
+  def timed(groups) -> float:
+    calls = [(compiled_for(args), args) for args in map(arguments, groups)]
+    start = time.perf_counter()
+    for fn, args in calls:
+      jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+  batched_s = timed(batches)
+  single_s = timed(singles)
+  slots = sorted({b["stroke_len"].shape[1] for b in batches})
+  return {"batched": len(pairs_batched) / batched_s, "single": len(pairs_single) / single_s,
+          "slots": slots, "single_slots": sorted({b["stroke_len"].shape[1] for b in singles})}
+
+
+def main(argv):
+  del argv
+  import jax
+  pairs = _sketches(_DATA_DIR.value, _BATCH.value * _BATCHES.value)
+  print(f"SLI {_STEPS.value} steps, 1 path a sketch, random-init SketchXAINet-*-{NUM_CLASSES}; "
+        f"batched: {len(pairs)} sketches in batches of {_BATCH.value}; one at a time: "
+        f"{_SINGLE.value} sketches; {os.cpu_count()} cores, {jax.devices()[0].platform}, "
+        f"JAX {jax.__version__}", flush=True)
+  print(f"\n{'model':5} {'layout':8} | {'batched sk/s':>12} {'one-by-one sk/s':>15} "
+        f"{'batched/one':>11} | {'official sk/s':>13} {'batched/off':>11} {'one/off':>7} | slots")
+  for size in _SIZES.value:
+    official = 1.0 / OFFICIAL_SECONDS[size] * 100 / _STEPS.value
+    for layout in LAYOUTS:
+      r = measure(size, layout, pairs, pairs[:_SINGLE.value])
+      print(f"{size:5} {layout:8} | {r['batched']:12.3f} {r['single']:15.3f} "
+            f"{r['batched'] / r['single']:10.2f}x | {official:13.3f} "
+            f"{r['batched'] / official:10.2f}x {r['single'] / official:6.2f}x | "
+            f"batched {r['slots']}, one-by-one {r['single_slots']}", flush=True)
+  if _STEPS.value != 100:
+    print(f"(official sketches/s scaled from 100 to {_STEPS.value} steps)")
+
+
+if __name__ == "__main__":
+  app.run(main)
