@@ -2,10 +2,16 @@
 
 Parses flags, starts `jax.distributed` on multi-host launches, logs the
 process and device counts, and hands the config to its task's `run`.
+Bad input (flags, config overrides, data, workdirs) ends the run with one
+`error: <message>` line on stderr and exit status 1; `--verbose_errors`
+shows the traceback instead.
 """
 
 import logging as logging_std
 import os
+import re
+import sys
+from typing import NoReturn
 
 from absl import app
 from absl import flags
@@ -13,16 +19,24 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from sketchjax.tasks import attribution
 from sketchjax.tasks import classify
 from sketchjax.tasks import sli
+from sketchjax.training import checkpoint
 
-TASKS = {"classify": classify.run, "sli": sli.run}
+TASKS = {"classify": classify.run, "sli": sli.run, "attribution": attribution.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/quickstart.py[:smoke].",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
 flags.mark_flags_as_required(["config", "workdir"])
+_VERBOSE_ERRORS = flags.DEFINE_bool(
+    "verbose_errors", False, "Raise bad-input errors with their traceback instead of "
+    "printing one 'error:' line.")
+
+# What bad input raises (the data readers' SketchFormatError is a ValueError).
+EXPECTED_ERRORS = (ValueError, OSError, FloatingPointError, checkpoint.CheckpointError)
 
 
 def _initialize_distributed() -> None:
@@ -52,6 +66,37 @@ class _HideLibraryInfo(logging_std.Filter):
     return record.levelno >= logging_std.WARNING or not noisy
 
 
+def _fail(message: str) -> NoReturn:
+  """Prints `error: <message>` (on one line) to stderr and exits with status 1."""
+  print("error: " + re.sub(r"\s*\n\s*", " ", message.strip()), file=sys.stderr)
+  sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing; a bad flag or config override ends with one error line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:  # A missing flag, a value of the wrong type, a bad variant.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    _fail(lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}")  # Drops a traceback.
+  except (AttributeError, KeyError) as error:
+    _fail_on_unknown_key(error, argv)
+    raise
+
+
+def _fail_on_unknown_key(error: Exception, argv: list[str]) -> None:
+  """Fails naming the override if `error` is ml_collections' unknown-key error,
+  AttributeError(KeyError("'key'[\\nDid you mean ...?]")) or KeyError(...)."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  key, _, hint = str(error.args[0] if error.args else "").partition("\n")
+  key = key.strip("'")
+  for arg in argv:
+    override = re.match(r"-{1,2}config\.([\w.]+)", arg)
+    if override and key in override.group(1).split("."):
+      _fail(f"{arg}: the config has no key {key!r}" + (f"; {hint}" if hint else ""))
+
+
 def main(argv):
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if len(argv) > 1:
@@ -60,11 +105,16 @@ def main(argv):
   logging.info("process %d of %d; %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  config = _CONFIG.value
-  if config.task not in TASKS:
-    raise app.UsageError(f"unknown task {config.task!r}; expected one of {list(TASKS)}")
-  TASKS[config.task](config, _WORKDIR.value)
+  try:
+    config = _CONFIG.value
+    if config.task not in TASKS:
+      raise app.UsageError(f"unknown task {config.task!r}; expected one of {list(TASKS)}")
+    TASKS[config.task](config, _WORKDIR.value)
+  except EXPECTED_ERRORS as error:
+    if _VERBOSE_ERRORS.value:
+      raise
+    _fail(str(error))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,168 @@
+"""Per-stroke attribution throughput: batched (vmap over strokes and sketches) vs a Python loop.
+
+The same attribution, occlusion (score drop when one stroke is removed), two ways:
+  loop     for each sketch, for each stroke: one jitted call that draws the
+           sketch without that stroke (doodleNet: soft rasteriser) and scores
+           it (fixed shapes, so it compiles once), the way a per-stroke
+           explanation is usually written;
+  batched  one jitted call per batch of sketches: each stroke drawn once,
+           then `vmap` over the strokes' keep masks and over the sketches
+           (sketchjax.methods.attribution).
+Also times the full batched suite of each model (IG, gradient x input,
+occlusion; and P-SLA and point gradients for doodleNet). Real QuickDraw
+drawings; SketchXAINet-Tiny (masked, bucketed slots) with random weights
+(the cost does not depend on the weights), doodleNet with its own.
+
+  python benchmarks/attribution_throughput.py --sketches=32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sketchjax.data import soft_rasterize as sr
+from sketchjax.data import tokenize
+from sketchjax.data.formats import folder
+from sketchjax.methods import attribution
+from sketchjax.models import doodlenet
+from sketchjax.models.sketchxainet import tiny
+from sketchjax.sketch import normalize
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+
+
+def _timed(fn, repeats: int) -> float:
+  """Median seconds of fn() (fn blocks on its result); one warm-up call first."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def _drawings(count: int):
+  files = folder.list_category_files(SHARED / "data" / "quickdraw" / "simplified")
+  drawings = []
+  for path in list(files.values())[:count]:
+    drawings.append(folder.read_drawings(path)[0])
+  return drawings
+
+
+def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
+  model, variables, _ = doodlenet.load_doodlenet(SHARED / "pretrained" / "doodlenet")
+  settings = sr.OFFICIAL
+  xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
+  logits = lambda image: model.apply(variables, image[None, ..., None])[0][0]
+
+  def coverage_of(xy1, lens1):
+    segments = sr.polyline_segments(xy1, lens1, num_segments)
+    return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens1.shape[0],
+                              settings.supersample)
+
+  coverage = jax.jit(jax.vmap(coverage_of))(xy, lens)
+  targets = jax.vmap(lambda c: jnp.argmax(logits(sr.composite(c))))(coverage)
+
+  @jax.jit
+  def batched(coverage, lens, targets):
+    def one(c, l, t):
+      return attribution.occlusion(attribution.stroke_score(lambda im: logits(im)[t], c), l > 0)
+    return jax.vmap(one)(coverage, lens, targets)
+
+  score_one = jax.jit(lambda x, l, keep, t: logits(sr.soft_rasterize(
+      x, l, settings, stroke_opacity=keep, num_segments=num_segments))[t])
+
+  def loop():
+    out = []
+    for b in range(len(drawings)):
+      keep = np.asarray(lens[b] > 0, np.float32)
+      full = score_one(xy[b], lens[b], keep, targets[b])
+      for k in range(int((lens[b] > 0).sum())):
+        without = keep.copy()
+        without[k] = 0.0
+        out.append(float(full - score_one(xy[b], lens[b], without, targets[b])))
+    return out
+
+  full_suite = jax.jit(jax.vmap(lambda x, l: attribution.raster_attributions(
+      lambda im: logits(im).max(), x, l, settings, num_segments=num_segments, steps=steps)))
+  n = len(drawings)
+  t_batched = _timed(lambda: jax.block_until_ready(batched(coverage, lens, targets)), repeats)
+  t_loop = _timed(loop, repeats)
+  t_suite = _timed(lambda: jax.block_until_ready(full_suite(xy, lens)), repeats)
+  return {"model": "doodleNet", "sketches": n, "strokes": int((lens > 0).sum()),
+          "occlusion_loop_sketches_per_s": n / t_loop,
+          "occlusion_batched_sketches_per_s": n / t_batched,
+          "speedup": t_loop / t_batched,
+          f"full_suite_ig{steps}_sketches_per_s": n / t_suite}
+
+
+def bench_sketchxainet(drawings, repeats: int, steps: int) -> dict:
+  model = tiny(345, dropout=0.0, attention_dropout=0.0, mask_padding=True)
+  config = tokenize.TokenizerConfig(stroke_buckets=(16, 32, 64, 128, 196))
+  sketches = [normalize.normalize_sketchxai(d.sketch) for d in drawings]
+  batch = tokenize.tokenize_batch(sketches, [0] * len(sketches), config)
+  batch = {k: jnp.asarray(batch[k]) for k in ("points", "stroke_len", "loc")}
+  params = model.init(jax.random.key(0), batch, train=False)["params"]
+  logits = lambda s: model.apply({"params": params}, jax.tree.map(lambda x: x[None], s),
+                                 train=False)[0][0]
+
+  @jax.jit
+  def batched(batch):
+    def one(s):
+      target = jnp.argmax(logits(s))
+      score = lambda keep: logits(attribution.delete_strokes(s, keep))[target]
+      return attribution.occlusion(score, s["stroke_len"] > 0)
+    return jax.vmap(one)(batch)
+
+  score_one = jax.jit(lambda s, keep: logits(attribution.delete_strokes(s, keep)))
+
+  def loop():
+    out = []
+    for b in range(len(drawings)):
+      s = jax.tree.map(lambda x: x[b], batch)
+      keep = np.asarray(s["stroke_len"] > 0, np.float32)
+      full = score_one(s, keep)
+      target = int(jnp.argmax(full))
+      for k in range(int(keep.sum())):
+        without = keep.copy()
+        without[k] = 0.0
+        out.append(float(full[target] - score_one(s, without)[target]))
+    return out
+
+  full_suite = jax.jit(jax.vmap(lambda s: attribution.vector_attributions(
+      model, params, s, lambda l: l.max(), steps=steps)))
+  n = len(drawings)
+  t_batched = _timed(lambda: jax.block_until_ready(batched(batch)), repeats)
+  t_loop = _timed(loop, repeats)
+  t_suite = _timed(lambda: jax.block_until_ready(full_suite(batch)), repeats)
+  return {"model": "SketchXAINet-Tiny (masked, bucketed)", "sketches": n,
+          "slots": int(batch["stroke_len"].shape[1]),
+          "strokes": int((batch["stroke_len"] > 0).sum()),
+          "occlusion_loop_sketches_per_s": n / t_loop,
+          "occlusion_batched_sketches_per_s": n / t_batched,
+          "speedup": t_loop / t_batched,
+          f"full_suite_ig{steps}_sketches_per_s": n / t_suite}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sketches", type=int, default=32)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=32, help="IG steps of the full suite")
+  args = parser.parse_args()
+  drawings = _drawings(args.sketches)
+  print(f"{jax.devices()[0].platform}: {len(jax.devices())} device(s)")
+  for bench in (bench_doodlenet, bench_sketchxainet):
+    print(json.dumps(bench(drawings, args.repeats, args.steps)), flush=True)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,211 @@
+"""Stroke-level attribution (SLA), partial-stroke attribution (P-SLA) and their vector analogues.
+
+Everything here explains one sketch with pure functions of a scalar score
+(e.g. a class logit); callers `vmap` over sketches and `jit`.
+
+Raster models (doodleNet, the raster CNN): the sketch is drawn by the soft
+rasteriser (sketchjax/data/soft_rasterize.py) with an opacity per stroke or per
+segment, and the model scores the image.
+  SLA      integrated gradients (IG) over per-stroke opacities from the blank
+           canvas (all 0) to the sketch (all 1), design spec B.3;
+  P-SLA    the same over per-segment opacities, and the gradient of the score
+           with respect to every point's coordinates (a heat along each stroke);
+  plus gradient x input at opacity 1 and occlusion (score drop when one
+  stroke is removed, all strokes at once with `vmap`).
+IG satisfies completeness: the attributions sum to F(sketch) - F(blank), up to
+the error of the m-step midpoint Riemann sum.
+
+Vector models (SketchXAINet):
+  occlusion     the score drop when one stroke is deleted; deletion removes
+                the stroke and compacts the later ones into its slot
+                (`delete_strokes`), so the model sees exactly the sketch drawn
+                without that stroke (later strokes' order shifts, as it would);
+  gates         a gate g_k in [0, 1] per stroke scales the stroke's shape
+                embedding and its location (the Dense(2, H) input), so g_k = 0
+                makes slot k exactly an empty slot of the official (unmasked)
+                model: the token is the location bias plus the order
+                embedding. With `mask_padding=True` a gated-off slot is still
+                attended (its token is not zeroed); occlusion is then the exact
+                deletion. IG over the gates from all 0 (every slot empty) to
+                all 1, and gradient x input at 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sketchjax.data import soft_rasterize as sr
+from sketchjax.models.bilstm import StrokeShapeEncoder
+
+Score = Callable[[jax.Array], jax.Array]  # inputs -> scalar
+
+
+def integrated_gradients(score: Score, x: jax.Array, baseline: jax.Array, *, steps: int = 32,
+                         chunk: int | None = None) -> jax.Array:
+  """IG of `score` along the straight path baseline -> x, midpoint rule with `steps` points.
+
+  Returns attributions shaped like x; they sum to score(x) - score(baseline)
+  up to the integration error. `chunk` bounds how many path points are
+  differentiated at once (memory); default all of them (one vmap).
+  """
+  alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
+  grad = jax.grad(score)
+  path_grad = lambda t: grad(baseline + t * (x - baseline))
+  grads = jax.lax.map(path_grad, alphas, batch_size=chunk or steps)
+  return grads.mean(0) * (x - baseline)
+
+
+def gradient_times_input(score: Score, x: jax.Array, baseline: jax.Array) -> jax.Array:
+  """grad score(x) * (x - baseline): the first-order share of each input."""
+  return jax.grad(score)(x) * (x - baseline)
+
+
+def occlusion(score_keep: Score, present: jax.Array) -> jax.Array:
+  """score(all present) - score(all present but stroke k), for every k at once (vmap).
+
+  Args:
+    score_keep: float[S] keep mask (1 = drawn) -> scalar.
+    present: bool[S] real strokes; empty slots get 0.
+  Returns:
+    float32[S].
+  """
+  keep = present.astype(jnp.float32)
+  full = score_keep(keep)
+  without = jax.vmap(lambda k: score_keep(keep * (jnp.arange(keep.shape[0]) != k)))(
+      jnp.arange(keep.shape[0]))
+  return jnp.where(present, full - without, 0.0)
+
+
+# --- raster models ------------------------------------------------------------------------
+
+
+def stroke_score(image_score: Score, coverage: jax.Array) -> Score:
+  """Per-stroke opacities float[S] -> score of the composite of `coverage` float[S, H, W]."""
+  return lambda opacity: image_score(sr.composite(coverage, opacity))
+
+
+def segment_score(image_score: Score, ink: jax.Array, segments: sr.Segments, num_strokes: int,
+                  supersample: int) -> Score:
+  """Per-segment opacities float[N] -> score of the sketch drawn with them."""
+  def score(opacity):
+    coverage = sr.stroke_coverage(ink, segments, num_strokes, supersample, opacity)
+    return image_score(sr.composite(coverage))
+  return score
+
+
+def raster_attributions(image_score: Score, xy: jax.Array, lens: jax.Array,
+                        settings: sr.RasterSettings, *, num_segments: int, steps: int = 32,
+                        chunk: int | None = None) -> dict[str, jax.Array]:
+  """All raster attributions of one sketch.
+
+  Args:
+    image_score: float32[size, size] ink image (1 = ink) -> scalar.
+    xy: float[S, P, 2] pixel coordinates; lens: int[S].
+    settings: the soft rasteriser's settings (the model's input size).
+    num_segments: N, the flat segment rows (`sr.count_segments`).
+    steps, chunk: IG path points, and how many are differentiated at once.
+
+  Returns:
+    sla_ig, sla_grad_x_input, occlusion: float32[S] (0 for empty slots);
+    psla_ig: float32[N] per flat segment, segment_stroke int32[N] its stroke
+      (-1 for padding); point_grad: float32[S, P] |d score / d point| in
+      score units per pixel; score, blank_score: F(sketch) and F(blank).
+  """
+  num_strokes = lens.shape[0]
+  present = lens > 0
+  segments = sr.polyline_segments(xy, lens, num_segments)
+  ink = jax.lax.stop_gradient(sr.segment_ink(segments, settings))
+  coverage = sr.stroke_coverage(ink, segments, num_strokes, settings.supersample)
+  by_stroke = stroke_score(image_score, coverage)
+  ones, zeros = present.astype(jnp.float32), jnp.zeros(num_strokes)
+  by_segment = segment_score(image_score, ink, segments, num_strokes, settings.supersample)
+  seg_ones = segments.valid.astype(jnp.float32)
+  point_grad = jax.grad(lambda p: image_score(sr.soft_rasterize(
+      p, lens, settings, num_segments=num_segments)))(xy)
+  return {
+      "sla_ig": integrated_gradients(by_stroke, ones, zeros, steps=steps, chunk=chunk),
+      "sla_grad_x_input": gradient_times_input(by_stroke, ones, zeros),
+      "occlusion": occlusion(by_stroke, present),
+      "psla_ig": integrated_gradients(by_segment, seg_ones, jnp.zeros_like(seg_ones),
+                                      steps=steps, chunk=chunk),
+      "segment_stroke": jnp.where(segments.valid, segments.stroke, -1),
+      "point_grad": jnp.linalg.norm(point_grad, axis=-1),
+      "score": by_stroke(ones),
+      "blank_score": by_stroke(zeros),
+  }
+
+
+# --- vector models (SketchXAINet) ---------------------------------------------------------
+
+
+def delete_strokes(sketch: Mapping[str, jax.Array], keep: jax.Array) -> dict[str, jax.Array]:
+  """One tokenised sketch without the strokes where `keep` is False, the kept strokes moved
+  up into consecutive slots in their drawing order (jittable).
+
+  Args:
+    sketch: points float[S, P, 4], stroke_len int[S], loc float[S, 2] (one
+      sketch, no batch axis; other keys are dropped).
+    keep: bool[S] (or float, > 0.5 kept).
+  """
+  keep = (keep > 0.5) & (sketch["stroke_len"] > 0)
+  order = jnp.argsort(~keep, stable=True)  # kept slots first, in order
+  filled = jnp.arange(keep.shape[0]) < keep.sum()
+  return {
+      "points": jnp.where(filled[:, None, None], sketch["points"][order], 0.0),
+      "stroke_len": jnp.where(filled, sketch["stroke_len"][order], 0),
+      "loc": jnp.where(filled[:, None], sketch["loc"][order], 0.0),
+  }
+
+
+def gated_logits(model: nn.Module, params: Any, sketch: Mapping[str, jax.Array],
+                 gate: jax.Array) -> jax.Array:
+  """SketchXAINet logits float32[C] of one sketch with per-stroke gates float[S] (see the
+  module docstring): shape embedding and location of stroke k scaled by gate[k]."""
+  batch = {"points": sketch["points"][None], "stroke_len": sketch["stroke_len"][None],
+           "loc": (sketch["loc"] * gate[:, None])[None]}
+
+  def scale_shape(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    if isinstance(context.module, StrokeShapeEncoder) and context.method_name == "__call__":
+      return out * gate.reshape(-1, 1).astype(out.dtype)
+    return out
+
+  with nn.intercept_methods(scale_shape):
+    logits, _ = model.apply({"params": params}, batch, train=False)
+  return logits[0]
+
+
+def vector_attributions(model: nn.Module, params: Any, sketch: Mapping[str, jax.Array],
+                        logit_score: Callable[[jax.Array], jax.Array], *, steps: int = 32,
+                        chunk: int | None = None) -> dict[str, jax.Array]:
+  """All stroke attributions of one tokenised sketch for SketchXAINet.
+
+  Args:
+    model, params: the classifier.
+    sketch: points [S, P, 4], stroke_len [S], loc [S, 2] (no batch axis).
+    logit_score: logits float[C] -> scalar (e.g. the target class's logit).
+    steps, chunk: IG path points, and how many are differentiated at once.
+
+  Returns:
+    occlusion, gate_ig, gate_grad_x_input: float32[S] (0 for empty slots);
+    score: F(sketch); blank_score: F(all gates 0), the IG baseline.
+  """
+  present = sketch["stroke_len"] > 0
+  by_gate = lambda g: logit_score(gated_logits(model, params, sketch, g))
+  delete_score = lambda keep: logit_score(model.apply(
+      {"params": params}, jax.tree.map(lambda x: x[None], delete_strokes(sketch, keep)),
+      train=False)[0][0])
+  ones = present.astype(jnp.float32)
+  zeros = jnp.zeros_like(ones)
+  return {
+      "occlusion": occlusion(delete_score, present),
+      "gate_ig": jnp.where(present, integrated_gradients(by_gate, ones, zeros, steps=steps,
+                                                         chunk=chunk), 0.0),
+      "gate_grad_x_input": jnp.where(present, gradient_times_input(by_gate, ones, zeros), 0.0),
+      "score": delete_score(ones),
+      "blank_score": by_gate(zeros),
+  }
