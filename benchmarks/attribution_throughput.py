@@ -68,14 +68,15 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
     return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens1.shape[0],
                               settings.supersample)
 
-  coverage = jax.jit(jax.vmap(coverage_of))(xy, lens)
-  targets = jax.vmap(lambda c: jnp.argmax(logits(sr.composite(c))))(coverage)
+  targets = jax.jit(jax.vmap(lambda x, l: jnp.argmax(logits(sr.composite(coverage_of(x, l))))))(
+      xy, lens)
 
   @jax.jit
-  def batched(coverage, lens, targets):
-    def one(c, l, t):
-      return attribution.occlusion(attribution.stroke_score(lambda im: logits(im)[t], c), l > 0)
-    return jax.vmap(one)(coverage, lens, targets)
+  def batched(xy, lens, targets):  # draws every stroke once, then scores all deletions
+    def one(x, l, t):
+      score = attribution.stroke_score(lambda im: logits(im)[t], coverage_of(x, l))
+      return attribution.occlusion(score, l > 0)
+    return jax.vmap(one)(xy, lens, targets)
 
   score_one = jax.jit(lambda x, l, keep, t: logits(sr.soft_rasterize(
       x, l, settings, stroke_opacity=keep, num_segments=num_segments))[t])
@@ -94,7 +95,7 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
   full_suite = jax.jit(jax.vmap(lambda x, l: attribution.raster_attributions(
       lambda im: logits(im).max(), x, l, settings, num_segments=num_segments, steps=steps)))
   n = len(drawings)
-  t_batched = _timed(lambda: jax.block_until_ready(batched(coverage, lens, targets)), repeats)
+  t_batched = _timed(lambda: jax.block_until_ready(batched(xy, lens, targets)), repeats)
   t_loop = _timed(loop, repeats)
   t_suite = _timed(lambda: jax.block_until_ready(full_suite(xy, lens)), repeats)
   return {"model": "doodleNet", "sketches": n, "strokes": int((lens > 0).sum()),
