@@ -13,9 +13,10 @@ analysis of the compiled step) against the machine's measured float32 matmul
 rate, and each figure's ratio to the official PyTorch code measured on this
 machine (2 threads, medians; `OFFICIAL` below) and masked / faithful.
 
-Training accumulates gradients over micro-batches of >= `--microbatch`
-sketches inside the jitted step (the same update; sketchjax/training/
-microbatch.py): on this CPU it is both faster and several times smaller.
+Both steps run in micro-batches of >= `--microbatch` sketches inside the
+jitted step (training accumulates gradients, inference concatenates logits:
+the same results; sketchjax/training/microbatch.py): on this CPU it is both
+faster and several times smaller.
 Every configuration runs in its own subprocess, so its peak memory (ru_maxrss)
 is its own. The drawings are tokenised in a fixed shuffled order; every batch
 shape is compiled before the clock starts, and the figure is the median over
@@ -40,8 +41,8 @@ _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per configuration."
 _ONLY = flags.DEFINE_string("only", "", "Run one configuration 'size:layout:mode:batch' "
                             "in this process and print its JSON (used by the driver).")
 _SKIP_BASE = flags.DEFINE_bool("skip_base", False, "Skip Base-345 inference (slow on CPU).")
-_MICROBATCH = flags.DEFINE_integer("microbatch", 16, "Training accumulates gradients over "
-                                   "micro-batches of at least this many sketches (1 = off).")
+_MICROBATCH = flags.DEFINE_integer("microbatch", 16, "Steps run in micro-batches of at least "
+                                   "this many sketches (1 = off).")
 
 NUM_CLASSES = 345
 # The official PyTorch code on this machine, 2 threads (sketches/s, peak GiB).
@@ -98,7 +99,7 @@ def run_one(spec: str) -> dict:
   masked = layout == "masked"
   make = sketchxainet.tiny if size == "tiny" else sketchxainet.base
   model = make(NUM_CLASSES, mask_padding=masked)
-  num_micro = microbatches(batch_size, _MICROBATCH.value) if mode == "train" else 1
+  num_micro = microbatches(batch_size, _MICROBATCH.value)
   batches = _batches(_DATA_DIR.value, batch_size, masked, _BATCHES.value, shards=num_micro)
   params = jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b, train=False)
                    ["params"])(batches[0])
@@ -118,16 +119,21 @@ def run_one(spec: str) -> dict:
     fn = jax.jit(step, donate_argnums=0)
     state = (params, tx.init(params))
   else:
-    fn = jax.jit(lambda p, batch: model.apply({"params": p}, batch, train=False)[0])
+    fn = jax.jit(lambda p, batch: microbatch.concatenated(
+        lambda b: model.apply({"params": p}, b, train=False)[0], batch,
+        num_microbatches=num_micro, num_shards=1))
     state = params
 
   def step_flops(b, key) -> float:
     """XLA's FLOP count of the step (a scan's body counts once: count one micro-batch)."""
-    if mode == "train" and num_micro > 1:
-      first = jax.tree.map(lambda x: x[0], microbatch.split(b, num_micro, 1))
-      return num_micro * _flops(jax.jit(jax.value_and_grad(
-          lambda p, m: loss(p, m, jax.random.key(1))[0])).lower(params, first).compile())
-    return _flops(compiled[key])
+    if num_micro == 1:
+      return _flops(compiled[key])
+    first = jax.tree.map(lambda x: x[0], microbatch.split(b, num_micro, 1))
+    if mode == "train":
+      one = jax.value_and_grad(lambda p, m: loss(p, m, jax.random.key(1))[0])
+    else:
+      one = lambda p, m: model.apply({"params": p}, m, train=False)[0]
+    return num_micro * _flops(jax.jit(one).lower(params, first).compile())
 
   compiled, flops_of_shape, flops = {}, {}, []
   for b in batches:  # compile every shape before timing

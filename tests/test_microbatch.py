@@ -40,3 +40,15 @@ def test_accumulated_gradients_equal_one_pass():
   np.testing.assert_allclose(loss4, loss1, rtol=1e-6)
   np.testing.assert_allclose(aux4["mean_pred"], aux1["mean_pred"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(g4["w"], g1["w"], rtol=1e-5)
+
+
+def test_summed_and_concatenated_equal_one_pass():
+  batch = {"x": np.arange(24, dtype=np.float32).reshape(12, 2),
+           "packed_rows": np.arange(6, dtype=np.float32)}  # D = 2, M = 3
+  sums = lambda b: {"total": b["x"].sum(), "rows": b["packed_rows"].sum()}
+  got = microbatch.summed(sums, batch, num_microbatches=3, num_shards=2)
+  np.testing.assert_allclose(got["total"], batch["x"].sum())
+  np.testing.assert_allclose(got["rows"], batch["packed_rows"].sum())
+  per_example = microbatch.concatenated(lambda b: b["x"] * 2, batch, num_microbatches=3,
+                                        num_shards=2)
+  np.testing.assert_array_equal(per_example, batch["x"] * 2)

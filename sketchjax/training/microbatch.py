@@ -1,4 +1,4 @@
-"""Gradient accumulation over micro-batches inside one jitted step.
+"""Micro-batches inside one jitted step: gradient accumulation and evaluation.
 
 A global batch of B sketches on D data shards splits into M micro-batches of
 B / M, each still spread over all D shards, and `lax.scan` sums their
@@ -73,3 +73,25 @@ def value_and_grad(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array, *
   scale = 1.0 / num_microbatches
   return ((loss * scale, jax.tree.map(lambda x: x * scale, metrics)),
           jax.tree.map(lambda g: g * scale, grads))
+
+
+def summed(fn: Callable[[Batch], Any], batch: Batch, *, num_microbatches: int,
+           num_shards: int) -> Any:
+  """`fn(batch)` for an `fn` that returns sums over the batch (e.g. eval metrics),
+  computed one micro-batch at a time and added up: the same sums, less memory."""
+  if num_microbatches == 1:
+    return fn(batch)
+  per_micro = jax.lax.map(fn, split(batch, num_microbatches, num_shards))
+  return jax.tree.map(lambda x: x.sum(axis=0), per_micro)
+
+
+def concatenated(fn: Callable[[Batch], jax.Array], batch: Batch, *, num_microbatches: int,
+                 num_shards: int) -> jax.Array:
+  """`fn(batch)` for a per-example `fn` (e.g. logits [B, ...]), one micro-batch at
+  a time, the outputs put back in batch order."""
+  if num_microbatches == 1:
+    return fn(batch)
+  out = jax.lax.map(fn, split(batch, num_microbatches, num_shards))  # [M, D * b, ...]
+  m, d = num_microbatches, num_shards
+  out = out.reshape((m, d, -1) + out.shape[2:])
+  return jnp.swapaxes(out, 0, 1).reshape((-1,) + out.shape[3:])

@@ -113,10 +113,16 @@ def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
 def evaluate(config: ml_collections.ConfigDict, params: Any, objective: Objective,
              eval_iter: Iterable[Batch], mesh: Mesh) -> dict[str, float]:
   """Means (sums / count, in float64) of objective.evaluate over all batches of
-  `eval_iter` (host-local batches), plus "count". Every process must yield the
-  same number of batches (pad with weight-0 examples)."""
-  del config  # The interface leaves room for eval options; none are needed yet.
-  eval_step = jax.jit(objective.evaluate, out_shardings=mesh_lib.replicated(mesh))
+  `eval_iter` (host-local batches), plus "count", computed in
+  `config.train.microbatches` micro-batches. Every process must yield the same
+  number of batches (pad with weight-0 examples)."""
+  num_microbatches = config.train.get("microbatches", 1)
+
+  def eval_sums(params: Any, batch: Batch) -> dict:
+    return microbatch.summed(lambda b: objective.evaluate(params, b), batch,
+                             num_microbatches=num_microbatches, num_shards=mesh.size)
+
+  eval_step = jax.jit(eval_sums, out_shardings=mesh_lib.replicated(mesh))
   with jax.set_mesh(mesh):
     per_batch = [eval_step(params, mesh_lib.to_global(batch, mesh)) for batch in eval_iter]
   if not per_batch:
