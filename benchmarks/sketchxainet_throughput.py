@@ -88,7 +88,6 @@ def _batches(data_dir: str, batch_size: int, masked: bool, count: int, shards: i
 def run_one(spec: str) -> dict:
   """Times one configuration in this process."""
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import optax
   from sketchjax.models import sketchxainet
