@@ -5,8 +5,10 @@ The same attribution, occlusion (score drop when one stroke is removed), two way
            sketch without that stroke (doodleNet: soft rasteriser) and scores
            it (fixed shapes, so it compiles once), the way a per-stroke
            explanation is usually written;
-  batched  one jitted call per batch of sketches: each stroke drawn once,
-           then `vmap` over the strokes' keep masks and over the sketches
+  batched  one jitted call per batch of sketches. doodleNet: each stroke
+           drawn once, then `vmap` over the strokes' keep masks and over the
+           sketches; SketchXAINet: the deletions of every real stroke of the
+           batch packed into one forward pass (`packed_occlusion`)
            (sketchjax.methods.attribution).
 Also times the full batched suite of each model (IG, gradient x input,
 occlusion; and P-SLA and point gradients for doodleNet). Real QuickDraw
@@ -112,16 +114,14 @@ def bench_sketchxainet(drawings, repeats: int, steps: int) -> dict:
   batch = tokenize.tokenize_batch(sketches, [0] * len(sketches), config)
   batch = {k: jnp.asarray(batch[k]) for k in ("points", "stroke_len", "loc")}
   params = model.init(jax.random.key(0), batch, train=False)["params"]
-  logits = lambda s: model.apply({"params": params}, jax.tree.map(lambda x: x[None], s),
-                                 train=False)[0][0]
+  batch_logits = lambda b: model.apply({"params": params}, b, train=False)[0]
+  logits = lambda s: batch_logits(jax.tree.map(lambda x: x[None], s))[0]
+  pairs = jnp.asarray(attribution.deletion_pairs(np.asarray(batch["stroke_len"])))
 
   @jax.jit
-  def batched(batch):
-    def one(s):
-      target = jnp.argmax(logits(s))
-      score = lambda keep: logits(attribution.delete_strokes(s, keep))[target]
-      return attribution.occlusion(score, s["stroke_len"] > 0)
-    return jax.vmap(one)(batch)
+  def batched(batch, pairs):  # every real stroke's deletion of the batch in one pass
+    targets = jnp.argmax(batch_logits(batch), -1)
+    return attribution.packed_occlusion(batch_logits, batch, pairs, targets)
 
   score_one = jax.jit(lambda s, keep: logits(attribution.delete_strokes(s, keep)))
 
@@ -138,12 +138,16 @@ def bench_sketchxainet(drawings, repeats: int, steps: int) -> dict:
         out.append(float(full[target] - score_one(s, without)[target]))
     return out
 
-  full_suite = jax.jit(jax.vmap(lambda s: attribution.vector_attributions(
-      model, params, s, lambda l: l.max(), steps=steps)))
+  @jax.jit
+  def full_suite(batch, pairs):
+    gates = jax.vmap(lambda s: attribution.vector_attributions(
+        model, params, s, lambda l: l.max(), steps=steps))(batch)
+    return gates, batched(batch, pairs)
+
   n = len(drawings)
-  t_batched = _timed(lambda: jax.block_until_ready(batched(batch)), repeats)
+  t_batched = _timed(lambda: jax.block_until_ready(batched(batch, pairs)), repeats)
   t_loop = _timed(loop, repeats)
-  t_suite = _timed(lambda: jax.block_until_ready(full_suite(batch)), repeats)
+  t_suite = _timed(lambda: jax.block_until_ready(full_suite(batch, pairs)), repeats)
   return {"model": "SketchXAINet-Tiny (masked, bucketed)", "sketches": n,
           "slots": int(batch["stroke_len"].shape[1]),
           "strokes": int((batch["stroke_len"] > 0).sum()),

@@ -60,20 +60,37 @@ def _tiny_model_and_sketch():
   return model, params, sketch, jax.tree.map(lambda x: x[0], batch)
 
 
-def test_vector_ig_complete_and_occlusion_is_deletion():
-  model, params, sketch, one = _tiny_model_and_sketch()
+def test_vector_ig_complete():
+  model, params, _, one = _tiny_model_and_sketch()
   score = lambda logits: logits[2]
   out = jax.jit(lambda s: attribution.vector_attributions(model, params, s, score, steps=64))(one)
   gap = float(out["score"] - out["blank_score"])
   np.testing.assert_allclose(float(out["gate_ig"].sum()), gap, rtol=2e-2, atol=2e-3)
   assert float(jnp.abs(out["gate_ig"][3:]).sum()) == 0.0
-  # deleting stroke 1 = the tokenised sketch drawn without it
+
+
+def test_packed_occlusion_is_deletion_and_matches_per_slot_occlusion():
+  model, params, sketch, _ = _tiny_model_and_sketch()
+  config = tokenize.TokenizerConfig(max_strokes=8)
   reduced = Sketch((sketch.strokes[0], sketch.strokes[2]))
-  batch = tokenize.tokenize_batch([reduced], [0], tokenize.TokenizerConfig(max_strokes=8))
-  batch = {k: batch[k] for k in ("points", "stroke_len", "loc")}
-  without_1 = model.apply({"params": params}, batch, train=False)[0][0, 2]
-  np.testing.assert_allclose(float(out["occlusion"][1]), float(out["score"] - without_1),
+  host = tokenize.tokenize_batch([sketch, reduced], [0, 0], config)
+  batch = {k: jnp.asarray(host[k]) for k in ("points", "stroke_len", "loc")}
+  logits = lambda b: model.apply({"params": params}, b, train=False)[0]
+  pairs = attribution.deletion_pairs(host["stroke_len"], multiple=8)
+  assert pairs.shape == (8, 2) and (pairs[5:] == [0, -1]).all()
+  targets = jnp.array([2, 1])
+  packed = jax.jit(attribution.packed_occlusion, static_argnums=0)(logits, batch, pairs, targets)
+  assert packed.shape == (2, 8)
+  # deleting stroke 1 of sketch 0 = the tokenised sketch drawn without it
+  full = logits(batch)
+  np.testing.assert_allclose(float(packed[0, 1]), float(full[0, 2] - full[1, 2]),
                              rtol=1e-4, atol=1e-5)
+  for b in range(2):  # the one-pass-per-slot reference
+    one = jax.tree.map(lambda x: x[b], batch)
+    score = lambda keep: logits(jax.tree.map(
+        lambda x: x[None], attribution.delete_strokes(one, keep)))[0, targets[b]]
+    reference = attribution.occlusion(score, one["stroke_len"] > 0)
+    np.testing.assert_allclose(np.asarray(packed[b]), np.asarray(reference), rtol=1e-4, atol=1e-5)
 
 
 def test_gate_zero_is_an_empty_slot():

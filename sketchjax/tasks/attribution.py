@@ -143,23 +143,27 @@ def vector_explainer(model, params, class_names: Sequence[str], tokenizer: token
   def prepare(drawings):
     sketches = [normalize.normalize_sketchxai(d.sketch) for d in drawings]
     batch = tokenize.tokenize_batch(sketches, [0] * len(sketches), tokenizer)
-    return {k: batch[k] for k in ("points", "stroke_len", "loc")}
+    return {**{k: batch[k] for k in ("points", "stroke_len", "loc")},
+            "deletion_pairs": attribution.deletion_pairs(batch["stroke_len"])}
 
-  def logits_of(sketch):
-    return model.apply({"params": params}, jax.tree.map(lambda x: x[None], sketch),
-                       train=False)[0][0]
+  batch_logits = lambda batch: model.apply({"params": params}, batch, train=False)[0]
+  logits_of = lambda sketch: batch_logits(jax.tree.map(lambda x: x[None], sketch))[0]
 
-  def one(sketch, target, key):
-    target, probability = _target_and_probability(logits_of(sketch), target)
+  def one(sketch, target, key, occlusion):
+    probability = lambda logits: jax.nn.softmax(logits)[target]
     out = attribution.vector_attributions(model, params, sketch, lambda l: l[target],
                                           steps=steps, chunk=chunk)
-    out["target"] = target
+    out["occlusion"], out["target"] = occlusion, target
     prob_keep = lambda keep: probability(logits_of(attribution.delete_strokes(sketch, keep)))
     return _with_curves(out, VECTOR_METHODS, prob_keep, sketch["stroke_len"] > 0, key)
 
   @jax.jit
   def explain(arrays, targets, keys):
-    return jax.lax.map(lambda args: one(*args), (arrays, targets, keys),
+    sketches = {k: arrays[k] for k in ("points", "stroke_len", "loc")}
+    targets = jnp.where(targets < 0, jnp.argmax(batch_logits(sketches), -1), targets)
+    occlusion = attribution.packed_occlusion(batch_logits, sketches, arrays["deletion_pairs"],
+                                             targets)
+    return jax.lax.map(lambda args: one(*args), (sketches, targets, keys, occlusion),
                        batch_size=config.attribution.sketches_at_once)
 
   return Explainer(tuple(class_names), VECTOR_METHODS, prepare, explain,
