@@ -28,7 +28,8 @@ def get_config(arg: str | None = None):
   c.checkpoint = ""  # a trained classify workdir (required)
   c.seed = 0
   c.paths = 3  # runs a sketch: random starts (recovery) or random targets (transfer)
-  c.batch_size = 16  # sketches a jitted call (x paths runs)
+  c.batch_size = 16  # sketches a jitted call (x paths runs), split over the devices
+  c.devices = 0  # local devices a batch is split over (0 = all that divide batch_size)
   c.log_every = 5  # batches
 
   c.sli = ml_collections.ConfigDict()

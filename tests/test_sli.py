@@ -205,3 +205,34 @@ def test_transfer_end_to_end_on_the_procedural_test_split(smoke_workdir, tmp_pat
   assert [row["label"] for row in written["per_sketch"]][:3] == ["square", "triangle", "circle"]
   assert all(row["label"] not in row["targets"] for row in written["per_sketch"])
   assert (tmp_path / "sli_transfer.gif").stat().st_size > 1000
+
+
+def test_results_do_not_depend_on_the_device_count(smoke_workdir, tmp_path):
+  from sketchjax.tasks import sli as sli_task
+  outcomes = []
+  for devices in (1, 8):
+    config = _config_module("sli").get_config("smoke")
+    with config.unlocked():
+      config.checkpoint = str(smoke_workdir)
+      config.data.source = "procedural"
+      config.batch_size = 8
+      config.devices = devices
+    sli_task.run(config, str(tmp_path / str(devices)))
+    outcomes.append(json.loads((tmp_path / str(devices) / "sli_recovery.json").read_text()))
+  assert len(outcomes[0]["per_sketch"]) == 6
+  for one, eight in zip(outcomes[0]["per_sketch"], outcomes[1]["per_sketch"]):
+    assert one["success"] == eight["success"]
+    np.testing.assert_allclose(one["target_prob"], eight["target_prob"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(one["error"], eight["error"], rtol=1e-4, atol=1e-5)
+
+
+def test_batch_not_divisible_by_the_devices_is_refused(smoke_workdir, tmp_path):
+  from sketchjax.tasks import sli as sli_task
+  config = _config_module("sli").get_config("smoke")
+  with config.unlocked():
+    config.checkpoint = str(smoke_workdir)
+    config.data.source = "procedural"
+    config.batch_size = 6
+    config.devices = 4
+  with pytest.raises(ValueError, match="multiple of the 4 devices"):
+    sli_task.run(config, str(tmp_path))

@@ -13,8 +13,10 @@ the test drawings (`config.data.source`):
   procedural  the checkpoint's own held-out procedural split;
 in batches of `batch_size` sketches x `paths` runs, each one jitted `lax.scan`
 (sketchjax.methods.sli), the sketches sorted by stroke count so that with the
-masked model's bucketed slots a batch costs what its sketches need (one
-process, one device), and writes to the workdir
+masked model's bucketed slots a batch costs what its sketches need. Each batch
+is split over the process's devices (`devices`, default all: data parallel,
+the parameters replicated; runs are independent, so the results do not depend
+on the device count); one process. Writes to the workdir
   sli_<mode>.json            the summary metrics (sketchjax.methods.sli.summarize),
                              the settings and per-sketch outcomes;
   sli_<mode>_steps.png       one path of one sketch at steps 0, 10%, ..., 100%;
@@ -49,6 +51,7 @@ from sketchjax.methods import sli  # noqa: E402
 from sketchjax.sketch import plot  # noqa: E402
 from sketchjax.sketch.sketch import Sketch, to_stroke3  # noqa: E402
 from sketchjax.tasks import classify  # noqa: E402
+from sketchjax.training import mesh as mesh_lib  # noqa: E402
 from sketchjax.training.progress import format_duration  # noqa: E402
 
 MODES = ("recovery", "transfer")
@@ -257,12 +260,27 @@ def stroke_count_order(source: Sequence[dict]) -> np.ndarray:
   return np.argsort(counts, kind="stable")
 
 
+def sli_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+  """A 'data' mesh over the first `config.devices` local devices (0 = as many as divide
+  `config.batch_size`, at most all)."""
+  available = jax.local_devices()
+  count = config.devices or max(d for d in range(1, len(available) + 1)
+                                if config.batch_size % d == 0)
+  if not 1 <= count <= len(available):
+    raise ValueError(f"devices={config.devices}: this process has {len(available)} devices")
+  if config.batch_size % count:
+    raise ValueError(f"batch_size={config.batch_size} must be a multiple of the {count} "
+                     "devices it is split over (set --config.batch_size or --config.devices)")
+  return mesh_lib.make_mesh(devices=available[:count])
+
+
 def invert_records(config: ml_collections.ConfigDict, model, params, source: Sequence[dict],
                    trained_config: ml_collections.ConfigDict, num_classes: int):
   """Inverts every record in batches of `config.batch_size` x `config.paths` runs.
 
   The records run sorted by stroke count (with bucketed slots a batch then
   costs what its sketches need); the outputs are in the order of `source`.
+  Every batch is split over the devices of `sli_mesh(config)`.
 
   Returns (per-path metrics {name: [N, K]}, weights [N], labels [N], targets
   [N, K], the FigureRun of `config.figure.sketch`, seconds).
@@ -274,6 +292,9 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
                                   global_batch_size=config.batch_size,
                                   tokenizer=_tokenizer(trained_config), stats=stats)
   inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False)[0], cfg)
+  mesh = sli_mesh(config)
+  params = jax.device_put(params, mesh_lib.replicated(mesh))
+  split = lambda tree: jax.device_put(tree, mesh_lib.batch_sharding(mesh))
   num_batches = -(-len(source) // config.batch_size)
   figure_batch, figure_row = divmod(int(np.flatnonzero(order == config.figure.sketch)[0]),
                                     config.batch_size)
@@ -284,7 +305,7 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
     batch = {k: v for k, v in batch.items() if k not in ("packed_points", "packed_index")}
     init_loc, targets = _starts_and_targets(config.mode, jax.random.fold_in(rng, index), batch,
                                             config.paths, num_classes, cfg)
-    result = jax.device_get(inverter(params, batch, targets, init_loc))
+    result = jax.device_get(inverter(params, split(batch), split(targets), split(init_loc)))
     outcomes.append({
         **sli.path_metrics(result, targets, batch, cfg,
                            true_loc=batch["loc"] if config.mode == "recovery" else None),
