@@ -154,3 +154,15 @@ def test_metrics_jsonl_and_tensorboard(full_run):
   assert result == {k: v for k, v in evals[-1].items() if k not in ("step", "split")}
   assert any(f.startswith("events.out.tfevents")
              for f in os.listdir(workdir / "tensorboard"))
+
+
+def test_has_checkpoint_counts_finished_and_set_aside_steps_only(tmp_path):
+  checkpoints = tmp_path / "checkpoints"
+  assert not trainer.has_checkpoint(str(tmp_path))
+  (checkpoints / "3.orbax-checkpoint-tmp-1700000000").mkdir(parents=True)
+  assert not trainer.has_checkpoint(str(tmp_path))  # an interrupted first save
+  (checkpoints / "3.corrupt-20261122-150000").mkdir()
+  assert trainer.has_checkpoint(str(tmp_path))
+  (checkpoints / "3.corrupt-20261122-150000").rmdir()
+  (checkpoints / "6").mkdir()
+  assert trainer.has_checkpoint(str(tmp_path))

@@ -157,10 +157,12 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
 
 
 def has_checkpoint(workdir: str) -> bool:
-  """True when workdir holds at least one checkpoint step (readable or not)."""
+  """True when workdir holds a finished checkpoint step, readable or set aside as corrupt
+  (`<step>.corrupt-<time>`); orbax's temporaries of an interrupted first save do not count."""
   directory = _checkpoint_dir(workdir)
-  return os.path.isdir(directory) and any(name.isdigit() or name.split(".")[0].isdigit()
-                                          for name in os.listdir(directory))
+  return os.path.isdir(directory) and any(
+      name.isdigit() or (name.split(".")[0].isdigit() and ".corrupt-" in name)
+      for name in os.listdir(directory))
 
 
 def _checkpoint_dir(workdir: str) -> str:
@@ -234,9 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   config.train.stop_on_nan, keeping the last checkpoint.
   """
   mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
-  logging.info("process %d of %d; %d local devices of %d; mesh %s", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               dict(mesh.shape))
+  logging.info("mesh %s", dict(mesh.shape))
   checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
                                              config.train.keep_checkpoints)
   writer = metrics_lib.MetricWriter(workdir)
