@@ -5,10 +5,10 @@ The same attribution, occlusion (score drop when one stroke is removed), two way
            sketch without that stroke (doodleNet: soft rasteriser) and scores
            it (fixed shapes, so it compiles once), the way a per-stroke
            explanation is usually written;
-  batched  one jitted call per batch of sketches. doodleNet: each stroke
-           drawn once, then `vmap` over the strokes' keep masks and over the
-           sketches; SketchXAINet: the deletions of every real stroke of the
-           batch packed into one forward pass (`packed_occlusion`)
+  batched  one jitted call per batch of sketches: the deletions of every
+           real stroke of the batch packed into one forward pass
+           (`packed_occlusion`; doodleNet: each stroke drawn once, deleting
+           a stroke = compositing the others, `hide_strokes`)
            (sketchjax.methods.attribution).
 Also times the full batched suite of each model (IG, gradient x input,
 occlusion; and P-SLA and point gradients for doodleNet). Real QuickDraw
@@ -73,12 +73,16 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
   targets = jax.jit(jax.vmap(lambda x, l: jnp.argmax(logits(sr.composite(coverage_of(x, l))))))(
       xy, lens)
 
+  pairs = jnp.asarray(attribution.deletion_pairs(lens))
+  drawn_logits = lambda drawn: model.apply(
+      variables, jax.vmap(sr.composite)(drawn["coverage"])[..., None])[0]
+
   @jax.jit
-  def batched(xy, lens, targets):  # draws every stroke once, then scores all deletions
-    def one(x, l, t):
-      score = attribution.stroke_score(lambda im: logits(im)[t], coverage_of(x, l))
-      return attribution.occlusion(score, l > 0)
-    return jax.vmap(one)(xy, lens, targets)
+  def batched(xy, lens, targets, pairs):
+    # every stroke drawn once; the deletions of all real strokes scored in one pass
+    drawn = {"coverage": jax.vmap(coverage_of)(xy, lens)}
+    return attribution.packed_occlusion(drawn_logits, drawn, pairs, targets,
+                                        num_slots=lens.shape[1], delete=attribution.hide_strokes)
 
   score_one = jax.jit(lambda x, l, keep, t: logits(sr.soft_rasterize(
       x, l, settings, stroke_opacity=keep, num_segments=num_segments))[t])
@@ -94,10 +98,14 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
         out.append(float(full - score_one(xy[b], lens[b], without, targets[b])))
     return out
 
-  full_suite = jax.jit(jax.vmap(lambda x, l: attribution.raster_attributions(
-      lambda im: logits(im).max(), x, l, settings, num_segments=num_segments, steps=steps)))
+  # The full suite holds every segment's ink at every IG point: a few sketches and
+  # 8 path points at a time (as the attribution task) keep it within memory.
+  full_suite = jax.jit(lambda xy, lens: jax.lax.map(
+      lambda args: attribution.raster_attributions(
+          lambda im: logits(im).max(), *args, settings, num_segments=num_segments, steps=steps,
+          chunk=8), (xy, lens), batch_size=4))
   n = len(drawings)
-  t_batched = _timed(lambda: jax.block_until_ready(batched(xy, lens, targets)), repeats)
+  t_batched = _timed(lambda: jax.block_until_ready(batched(xy, lens, targets, pairs)), repeats)
   t_loop = _timed(loop, repeats)
   t_suite = _timed(lambda: jax.block_until_ready(full_suite(xy, lens)), repeats)
   return {"model": "doodleNet", "sketches": n, "strokes": int((lens > 0).sum()),
@@ -121,7 +129,8 @@ def bench_sketchxainet(drawings, repeats: int, steps: int) -> dict:
   @jax.jit
   def batched(batch, pairs):  # every real stroke's deletion of the batch in one pass
     targets = jnp.argmax(batch_logits(batch), -1)
-    return attribution.packed_occlusion(batch_logits, batch, pairs, targets)
+    return attribution.packed_occlusion(batch_logits, batch, pairs, targets,
+                                        num_slots=batch["loc"].shape[1])
 
   score_one = jax.jit(lambda s, keep: logits(attribution.delete_strokes(s, keep)))
 

@@ -46,6 +46,19 @@ def test_raster_ig_is_complete_and_shapes():
   without_0 = score(sr.soft_rasterize(xy, lens, SETTINGS, stroke_opacity=jnp.array([0., 1, 1, 0])))
   np.testing.assert_allclose(float(out["occlusion"][0]), float(out["score"] - without_0),
                              rtol=1e-4, atol=1e-5)
+  # the same drop, packed with the other real strokes of a batch of the sketch twice
+  segments = sr.polyline_segments(xy, lens, n)
+  coverage = sr.stroke_coverage(sr.segment_ink(segments, SETTINGS), segments, 4,
+                                SETTINGS.supersample)
+  drawn = {"coverage": jnp.stack([coverage, coverage])}
+  stroke_len = np.stack([np.asarray(lens)] * 2)
+  targets = jnp.zeros(2, jnp.int32)
+  drawn_logits = lambda d: jax.vmap(lambda c: score(sr.composite(c))[None])(d["coverage"])
+  packed = attribution.packed_occlusion(drawn_logits, drawn,
+                                        attribution.deletion_pairs(stroke_len, multiple=4),
+                                        targets, num_slots=4, delete=attribution.hide_strokes)
+  np.testing.assert_allclose(np.asarray(packed), np.stack([out["occlusion"]] * 2),
+                             rtol=1e-4, atol=1e-5)
 
 
 def _tiny_model_and_sketch():
@@ -79,7 +92,8 @@ def test_packed_occlusion_is_deletion_and_matches_per_slot_occlusion():
   pairs = attribution.deletion_pairs(host["stroke_len"], multiple=8)
   assert pairs.shape == (8, 2) and (pairs[5:] == [0, -1]).all()
   targets = jnp.array([2, 1])
-  packed = jax.jit(attribution.packed_occlusion, static_argnums=0)(logits, batch, pairs, targets)
+  packed = jax.jit(lambda b, p, t: attribution.packed_occlusion(logits, b, p, t, num_slots=8))(
+      batch, pairs, targets)
   assert packed.shape == (2, 8)
   # deleting stroke 1 of sketch 0 = the tokenised sketch drawn without it
   full = logits(batch)

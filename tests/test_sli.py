@@ -181,6 +181,10 @@ def test_task_end_to_end_on_quickdraw_test_drawings(smoke_workdir, tmp_path, qui
     config.data.dir = str(quickdraw_dir / "simplified")
   summary = sli_task.run(config, str(tmp_path))
   assert summary["sketches"] == 6.0 and 0.0 <= summary["success_mean_over_paths"] <= 1.0
+  recognised = [row["recognised"] for row in json.loads(
+      (tmp_path / "sli_recovery.json").read_text())["per_sketch"]]
+  assert summary["original_top1"] == pytest.approx(np.mean(recognised))
+  assert ("on_recognised" in summary) == any(recognised)
   written = json.loads((tmp_path / "sli_recovery.json").read_text())
   assert written["sli"]["steps"] == 6
   # The quickstart's classes found in QuickDraw, interleaved class by class.

@@ -22,7 +22,8 @@ Vector models (SketchXAINet):
                 without that stroke (later strokes' order shifts, as it would).
                 `packed_occlusion` scores only the real strokes of a whole
                 batch, packed into one forward pass (`deletion_pairs`), instead
-                of one pass per slot of every sketch;
+                of one pass per slot of every sketch (raster models too, with
+                `hide_strokes`);
   gates         a gate g_k in [0, 1] per stroke scales the stroke's shape
                 embedding and its location (the Dense(2, H) input), so g_k = 0
                 makes slot k exactly an empty slot of the official (unmasked)
@@ -200,28 +201,41 @@ def deletion_pairs(stroke_len: np.ndarray, multiple: int = 32) -> np.ndarray:
 
 
 def packed_occlusion(batch_logits: Callable[[Mapping[str, jax.Array]], jax.Array],
-                     batch: Mapping[str, jax.Array], pairs: jax.Array,
-                     targets: jax.Array) -> jax.Array:
+                     batch: Mapping[str, jax.Array], pairs: jax.Array, targets: jax.Array, *,
+                     num_slots: int, delete: Callable[..., Mapping[str, jax.Array]] | None = None
+                     ) -> jax.Array:
   """Occlusion of every real stroke of a batch, the deletions packed into one forward pass.
 
   Args:
-    batch_logits: a tokenised batch (points [N, S, P, 4], stroke_len [N, S],
-      loc [N, S, 2]) -> logits float[N, C].
-    batch: B sketches.
+    batch_logits: a batch (dict of arrays with a leading sketch axis) ->
+      logits float[N, C].
+    batch: B sketches, e.g. tokenised (points [B, S, P, 4], stroke_len [B, S],
+      loc [B, S, 2]) or drawn ({"coverage": [B, S, H, W]}).
     pairs: int32[K, 2] (sketch, stroke) from `deletion_pairs`; stroke -1 = padding.
     targets: int32[B] the class scored, by its logit.
+    num_slots: S.
+    delete: (one sketch's dict, keep bool[S]) -> the sketch without the other
+      strokes; default `delete_strokes` (tokenised sketches), `hide_strokes`
+      for drawn ones.
   Returns:
     float32[B, S]: target logit of the sketch minus that of the sketch drawn
     without the stroke (0 for empty slots).
   """
-  num_sketches, num_slots = batch["stroke_len"].shape
+  delete = delete or delete_strokes
+  num_sketches = targets.shape[0]
   full = batch_logits(batch)[jnp.arange(num_sketches), targets]
   sketch, stroke = pairs[:, 0], pairs[:, 1]
-  without = jax.vmap(lambda b, k: delete_strokes(
+  without = jax.vmap(lambda b, k: delete(
       jax.tree.map(lambda x: x[b], batch), jnp.arange(num_slots) != k))(sketch, stroke)
   dropped = full[sketch] - batch_logits(without)[jnp.arange(pairs.shape[0]), targets[sketch]]
   slot = jnp.where(stroke >= 0, stroke, num_slots)  # padding rows fall off the end
   return jnp.zeros((num_sketches, num_slots)).at[sketch, slot].set(dropped, mode="drop")
+
+
+def hide_strokes(drawn: Mapping[str, jax.Array], keep: jax.Array) -> dict[str, jax.Array]:
+  """A drawn sketch ({"coverage": float[S, H, W]}, `stroke_coverage`) with the strokes
+  where `keep` is False made transparent."""
+  return {"coverage": drawn["coverage"] * keep[:, None, None].astype(drawn["coverage"].dtype)}
 
 
 def vector_attributions(model: nn.Module, params: Any, sketch: Mapping[str, jax.Array],

@@ -162,7 +162,7 @@ def vector_explainer(model, params, class_names: Sequence[str], tokenizer: token
     sketches = {k: arrays[k] for k in ("points", "stroke_len", "loc")}
     targets = jnp.where(targets < 0, jnp.argmax(batch_logits(sketches), -1), targets)
     occlusion = attribution.packed_occlusion(batch_logits, sketches, arrays["deletion_pairs"],
-                                             targets)
+                                             targets, num_slots=sketches["loc"].shape[1])
     return jax.lax.map(lambda args: one(*args), (sketches, targets, keys, occlusion),
                        batch_size=config.attribution.sketches_at_once)
 

@@ -18,7 +18,10 @@ is split over the process's devices (`devices`, default all: data parallel,
 the parameters replicated; runs are independent, so the results do not depend
 on the device count); one process. Writes to the workdir
   sli_<mode>.json            the summary metrics (sketchjax.methods.sli.summarize),
-                             the settings and per-sketch outcomes;
+                             the model's top-1 at the true locations
+                             (`original_top1`) and the metrics on the sketches
+                             it recognises (`on_recognised`), the settings and
+                             per-sketch outcomes;
   sli_<mode>_steps.png       one path of one sketch at steps 0, 10%, ..., 100%;
   sli_<mode>.gif             the same path, one frame a step;
   sli_<mode>_paths.png       the paper's Fig. 1: one sketch, several paths
@@ -37,6 +40,7 @@ from typing import Sequence
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -283,7 +287,8 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   Every batch is split over the devices of `sli_mesh(config)`.
 
   Returns (per-path metrics {name: [N, K]}, weights [N], labels [N], targets
-  [N, K], the FigureRun of `config.figure.sketch`, seconds).
+  [N, K], recognised [N] (the model predicts the label at the true locations),
+  the FigureRun of `config.figure.sketch`, seconds).
   """
   cfg = sli_config(config)
   order = stroke_count_order(source)
@@ -291,7 +296,9 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   batches = pipeline.eval_batches([source[i] for i in order],
                                   global_batch_size=config.batch_size,
                                   tokenizer=_tokenizer(trained_config), stats=stats)
-  inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False)[0], cfg)
+  apply_logits = lambda p, b: model.apply({"params": p}, b, train=False)[0]
+  inverter = sli.jit_inverter(apply_logits, cfg)
+  predict = jax.jit(lambda p, b: jnp.argmax(apply_logits(p, b), -1))
   mesh = sli_mesh(config)
   params = jax.device_put(params, mesh_lib.replicated(mesh))
   split = lambda tree: jax.device_put(tree, mesh_lib.batch_sharding(mesh))
@@ -306,10 +313,12 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
     init_loc, targets = _starts_and_targets(config.mode, jax.random.fold_in(rng, index), batch,
                                             config.paths, num_classes, cfg)
     result = jax.device_get(inverter(params, split(batch), split(targets), split(init_loc)))
+    recognised = np.asarray(predict(params, split(batch))) == batch["label"]
     outcomes.append({
         **sli.path_metrics(result, targets, batch, cfg,
                            true_loc=batch["loc"] if config.mode == "recovery" else None),
-        "weight": batch["weight"], "label": batch["label"], "targets": targets})
+        "weight": batch["weight"], "label": batch["label"], "targets": targets,
+        "recognised": recognised})
     if index == figure_batch:
       r = figure_row
       figure_run = FigureRun(batch["points"][r], batch["stroke_len"][r], batch["loc"][r],
@@ -328,8 +337,9 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   restore = np.argsort(order)  # sorted position of every record; padding is cut off
   merged = {k: np.concatenate([o[k] for o in outcomes])[:len(source)][restore]
             for k in outcomes[0]}
-  weight, labels, targets = (merged.pop(k) for k in ("weight", "label", "targets"))
-  return merged, weight, labels, targets, figure_run, time.monotonic() - start
+  weight, labels, targets, recognised = (
+      merged.pop(k) for k in ("weight", "label", "targets", "recognised"))
+  return merged, weight, labels, targets, recognised, figure_run, time.monotonic() - start
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -352,10 +362,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      "sketches")
   logging.info("SLI %s of %d sketches x %d paths, %d steps, with %s", config.mode, len(source),
                config.paths, config.sli.steps, config.checkpoint)
-  per_path, weight, labels, targets, figure_run, seconds = invert_records(
+  per_path, weight, labels, targets, recognised, figure_run, seconds = invert_records(
       config, model, params, source, trained_config, len(class_names))
 
   summary = sli.summarize(per_path, weight)
+  # How well the model knows the sketches at their true locations, and the
+  # outcomes on the ones it recognises (a recovery can only be judged there).
+  summary["original_top1"] = float((recognised * weight).sum() / max(weight.sum(), 1e-12))
+  if (recognised * weight).sum() > 0:
+    summary["on_recognised"] = sli.summarize(per_path, weight * recognised)
   real = weight > 0
   result = {
       "mode": config.mode, "checkpoint": str(config.checkpoint),
@@ -363,7 +378,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       "best_of_paths": "per sketch, the path with the highest final target probability",
       "summary": summary, "seconds": seconds, "sketches_per_s": len(source) / seconds,
       "per_sketch": [
-          {"label": class_names[int(labels[i])],
+          {"label": class_names[int(labels[i])], "recognised": bool(recognised[i]),
            "targets": [class_names[int(t)] for t in targets[i]],
            **{k: [round(float(x), 5) for x in v[i]] for k, v in per_path.items()}}
           for i in np.flatnonzero(real)],
