@@ -13,13 +13,23 @@ Variants (comma-separated after the colon):
                135 test drawings), affine + stroke-dropout augmentation and a
                cosine schedule over 3,000 steps at batch 50: a classifier good
                enough to explain (SLI, attribution), comparable with doodleNet
+  sketch_rnn14 the 14 classes of ../shared/pretrained/sketch_rnn, trained on 2,000
+               drawings a class sampled from those generators (written first by
+               configs/sketch_rnn_samples.py into workdirs/sketch_rnn_14, or
+               --config.data.dir), affine augmentation, a cosine schedule over
+               1,000 steps at batch 100: a classifier of real drawings good enough
+               to explain (evaluate it on the real ndjson files of those classes)
   smoke        a tiny model on 5 classes for a few steps (tests)
 
   python -m sketchjax.main --config=configs/sketchxai_quickdraw.py:masked \
       --workdir=workdirs/qd_tiny --config.data.dir=../shared/data/quickdraw/simplified
 """
 
+import pathlib
+
 from sketchjax.tasks import classify_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 ABLATIONS = {"no_shape": "use_shape", "no_location": "use_location", "no_order": "use_order"}
 BITMAP_CATEGORIES = (
@@ -37,6 +47,20 @@ def bitmap27(c):
   c.train.microbatches = 2
   c.train.num_steps = 3000
   c.train.eval_every = 500
+  c.optimizer.schedule = "cosine"
+  c.optimizer.learning_rate = 5e-4
+  c.optimizer.warmup_steps = 100
+  return c
+
+
+def sketch_rnn14(c):
+  """14 classes, 2,000 sampled drawings a class (configs/sketch_rnn_samples.py)."""
+  c.data.dir = str(REPO / "workdirs" / "sketch_rnn_14")
+  c.data.format = "sketchrnn_npz"
+  c.data.augment.affine = True
+  c.train.num_steps = 1000
+  c.train.eval_every = 250
+  c.train.checkpoint_every = 250
   c.optimizer.schedule = "cosine"
   c.optimizer.learning_rate = 5e-4
   c.optimizer.warmup_steps = 100
@@ -64,10 +88,12 @@ def get_config(arg: str | None = None):
       c.model[ABLATIONS[variant]] = False
     elif variant == "bitmap27":
       bitmap27(c)
+    elif variant == "sketch_rnn14":
+      sketch_rnn14(c)
     elif variant == "smoke":
       classify_config.smoke(c)
       c.data.categories = "apple,cat,fish,house,star"
     elif variant != "faithful":
       raise ValueError(f"unknown variant {variant!r}; expected faithful, masked, "
-                       f"bitmap27, smoke or one of {list(ABLATIONS)}")
+                       f"bitmap27, sketch_rnn14, smoke or one of {list(ABLATIONS)}")
   return c
