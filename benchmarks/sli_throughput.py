@@ -14,8 +14,10 @@ and one sketch at a time (a Python loop over sketches calling the jitted
 single-sketch inversion, as the official code does with batch size 1), with
 the official PyTorch code on this machine (`OFFICIAL_SECONDS`, 2 threads,
 medians; runs vary by up to 25%) and the ratios. `--sizes=tiny,base` adds
-Base-30. Every shape is compiled before the clock starts; the drawings are
-real QuickDraw drawings in a fixed shuffled order.
+Base-30. Both run as the SLI task does: the shape embeddings once a batch (BiLSTM
+over the packed real strokes), then the inversion. Every shape is compiled
+(and run once) before the clock starts; the drawings are real QuickDraw
+drawings in a fixed shuffled order.
 """
 
 from __future__ import annotations
@@ -62,8 +64,7 @@ def _tokenize(pairs, masked: bool) -> dict:
   from sketchjax.tasks.classify_config import POINT_BUCKETS, STROKE_BUCKETS
   config = tokenize.TokenizerConfig(stroke_buckets=STROKE_BUCKETS if masked else None,
                                     point_buckets=POINT_BUCKETS)
-  batch = tokenize.tokenize_batch([s for s, _ in pairs], [l for _, l in pairs], config)
-  return {k: v for k, v in batch.items() if k not in ("packed_points", "packed_index")}
+  return tokenize.tokenize_batch([s for s, _ in pairs], [l for _, l in pairs], config)
 
 
 def measure(size: str, layout: str, pairs_batched, pairs_single) -> dict:
@@ -82,26 +83,21 @@ def measure(size: str, layout: str, pairs_batched, pairs_single) -> dict:
   singles = [_tokenize([p], masked) for p in pairs_single]
   params = jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b, train=False)
                    ["params"])(singles[0])
+  embed = jax.jit(lambda p, b: sketchxainet.with_shape_embeddings(model, p, b))
   inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False)[0],
                               sli.SLIConfig(steps=_STEPS.value))
 
-  def arguments(batch):
-    init = sli.recovery_init(jax.random.key(1), batch, 1)
-    return params, batch, batch["label"], init
-
-  compiled = {}
-
-  def compiled_for(args):
-    key = str(jax.tree.map(lambda x: x.shape, args[1:]))
-    if key not in compiled:
-      compiled[key] = inverter.lower(*args).compile()
-    return compiled[key]
+  def invert(batch):  # as the SLI task: shape embeddings once, then the inversion
+    embedded = embed(params, batch)
+    init = sli.recovery_init(jax.random.key(1), embedded, 1)
+    return inverter(params, embedded, embedded["label"], init)
 
   def timed(groups) -> float:
-    calls = [(compiled_for(args), args) for args in map(arguments, groups)]
+    for batch in groups:  # compiles every shape before the clock starts
+      jax.block_until_ready(invert(batch))
     start = time.perf_counter()
-    for fn, args in calls:
-      jax.block_until_ready(fn(*args))
+    for batch in groups:
+      jax.block_until_ready(invert(batch))
     return time.perf_counter() - start
 
   batched_s = timed(batches)

@@ -116,6 +116,19 @@ def test_packed_path_equals_unpacked(small_model_and_params, shards):
   np.testing.assert_allclose(packed_logits, logits, rtol=1e-5, atol=1e-5)
 
 
+def test_precomputed_shape_embeddings_give_the_same_logits(small_model_and_params):
+  model, params = small_model_and_params
+  batch = _batch([2, 5, 1, 3], 8, seed=7)
+  logits, out = _apply(model, params, batch, train=False)
+  embedded = jax.jit(lambda p, b: sketchxainet.with_shape_embeddings(model, p["params"], b))(
+      params, _packed(batch, 2))
+  assert not {"points", "packed_points", "packed_index"} & set(embedded)
+  np.testing.assert_allclose(embedded["shape_embedding"], out["shape_embedding"], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(_apply(model, params, embedded, train=False)[0], logits,
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_packed_shape_encoder_stays_on_each_data_shard(small_model_and_params):
   """With the batch and the packed rows sharded over 8 devices, no collective is compiled."""
   if jax.device_count() < 8:

@@ -14,15 +14,17 @@ max_norm / (||g|| + 1e-6), so no step is longer than `clip` canvas units;
 loc <- loc - lr_i * g.
 
 Every run (a sketch and one of its random starts, a "path") is independent,
-as the official batch size 1: `invert` vmaps one path's `lax.scan` over paths
-and sketches. Records hold T + 1 = steps + 1 entries: entry i is the state
+as with the official batch size 1: `invert` runs all of them in one
+`lax.scan`, each step one pass of the model over every run (the gradient of
+the summed losses is each run's own gradient; each is clipped on its own).
+Records hold T + 1 = steps + 1 entries: entry i is the state
 before update i (as the official logs), entry T the state after the last
 update (one extra forward).
 
-The classifier is called with the full batch dict at every step; work that
-does not depend on the locations (SketchXAINet's BiLSTM over the stroke
-shapes) is loop-invariant, and XLA hoists it out of the scan (measured: the
-same time a step as feeding precomputed shape embeddings).
+The classifier is called with the full batch dict at every step. Work that
+does not depend on the locations belongs outside the loop: for SketchXAINet,
+pass the batch through `sketchxainet.with_shape_embeddings` first (the BiLSTM
+then runs once, over the real strokes only, instead of over every slot).
 
 Shapes: B sketches, K paths, S stroke slots, C classes.
 """
@@ -119,30 +121,42 @@ def transfer_targets(rng: jax.Array, labels: jax.Array, num_classes: int) -> jax
   return ((labels + shift) % num_classes).astype(jnp.int32)
 
 
-def _invert_path(apply_logits: ApplyLogits, sketch: Batch, target: jax.Array,
+def _invert_runs(apply_logits: ApplyLogits, runs: Batch, targets: jax.Array,
                  init_loc: jax.Array, config: SLIConfig) -> SLIResult:
-  """One run: `sketch` holds one sketch's arrays (no batch axis), init_loc [S, 2]."""
-  real = (sketch["stroke_len"] > 0)[:, None]  # [S, 1]
-  label = sketch["label"]
+  """R independent runs as one batch: runs holds [R, ...] arrays, init_loc [R, S, 2].
+
+  The loss is the sum of the runs' cross-entropies: the classifier keeps
+  sketches apart, so its gradient with respect to a run's locations is that
+  run's own gradient, and every step is one forward and backward pass of the
+  model over all R runs (dense matmuls over R x S tokens). Each run's
+  gradient is clipped on its own, as with batch size 1.
+  """
+  real = (runs["stroke_len"] > 0)[..., None]  # [R, S, 1]
+  labels = runs["label"]
+  rows = jnp.arange(len(targets))
 
   def loss_and_logits(loc):
-    batch = {**{k: v[None] for k, v in sketch.items()}, "loc": loc[None]}
-    logits = apply_logits(batch)[0].astype(jnp.float32)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, target), logits
+    logits = apply_logits({**runs, "loc": loc}).astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    return jnp.sum(losses), logits
 
   def record(logits, loc):
     probs = jax.nn.softmax(logits)
-    return probs[target], probs[label], jnp.argmax(logits).astype(jnp.int32), loc
+    return (probs[rows, targets], probs[rows, labels],
+            jnp.argmax(logits, -1).astype(jnp.int32), loc)
 
   def step(loc, i):
     (_, logits), grad = jax.value_and_grad(loss_and_logits, has_aux=True)(loc)
     lr = learning_rate(i, config)
-    grad = clip_gradient(jnp.where(real, grad, 0.0), lr, config)
+    grad = jax.vmap(clip_gradient, in_axes=(0, None, None))(jnp.where(real, grad, 0.0), lr,
+                                                            config)
     return loc - lr * grad, record(logits, loc)
 
   final_loc, records = jax.lax.scan(step, init_loc, jnp.arange(config.steps))
   final = record(loss_and_logits(final_loc)[1], final_loc)
-  return SLIResult(*(jnp.concatenate([r, f[None]]) for r, f in zip(records, final)))
+  # records are [T, R, ...]: runs first, then the T + 1 records
+  return SLIResult(*(jnp.moveaxis(jnp.concatenate([r, f[None]]), 0, 1)
+                     for r, f in zip(records, final)))
 
 
 def invert(apply_logits: ApplyLogits, batch: Batch, targets: jax.Array, init_loc: jax.Array,
@@ -151,8 +165,9 @@ def invert(apply_logits: ApplyLogits, batch: Batch, targets: jax.Array, init_loc
 
   Args:
     apply_logits: the frozen classifier, a batch dict -> float32[B', C]; it is
-      called on one sketch at a time (B' = 1) under `vmap`, so it must not mix
-      sketches of a batch (true of any model in inference mode).
+      called on all B x K runs at once (B' = B * K, each sketch repeated K
+      times), so it must not mix sketches of a batch (true of any model in
+      inference mode).
     batch: the tokeniser's dict with points [B, S, P, 4], stroke_len [B, S],
       loc [B, S, 2], label [B] and optionally other per-sketch arrays; the
       per-shard packed rows (packed_points, packed_index) are dropped.
@@ -171,9 +186,10 @@ def invert(apply_logits: ApplyLogits, batch: Batch, targets: jax.Array, init_loc
                      f"{sketches['loc'].shape} as [B, K, S, 2]")
   targets = jnp.broadcast_to(jnp.asarray(targets, jnp.int32).reshape(num_sketches, -1),
                              (num_sketches, paths))
-  one_path = functools.partial(_invert_path, apply_logits, config=config)
-  over_paths = jax.vmap(one_path, in_axes=(None, 0, 0))
-  return jax.vmap(over_paths)(sketches, targets, init_loc)
+  runs = {k: jnp.repeat(v, paths, axis=0) for k, v in sketches.items()}  # run = b * K + k
+  result = _invert_runs(apply_logits, runs, targets.reshape(-1),
+                        init_loc.reshape(num_sketches * paths, *init_loc.shape[2:]), config)
+  return SLIResult(*(x.reshape(num_sketches, paths, *x.shape[1:]) for x in result))
 
 
 def jit_inverter(apply_fn: Callable, config: SLIConfig) -> Callable[..., SLIResult]:

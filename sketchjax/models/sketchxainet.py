@@ -26,7 +26,9 @@ The batch is the tokeniser's dict (`sketchjax.data.tokenize`):
   stroke_len int32[B, S], loc float32[B, S, 2], and the strokes' rows as
   points float32[B, S, P, 4] and/or packed_points float32[D, R, L, 4] with
   packed_index int32[D, R, L, 2] (see `shape_embeddings`; the packed rows are
-  used when present).
+  used when present), or their precomputed shape embeddings
+  shape_embedding float32[B, S, H] (`with_shape_embeddings`: the encoder then
+  does not run, e.g. inside an inversion loop that only moves locations).
 Any S <= max_strokes and any P work.
 """
 
@@ -135,7 +137,9 @@ class SketchXAINet(nn.Module):
     slot_mask = stroke_len > 0
 
     shape = jnp.zeros((num_sketches, slots, self.hidden), jnp.float32)
-    if self.use_shape:
+    if self.use_shape and "shape_embedding" in batch:
+      shape = batch["shape_embedding"]
+    elif self.use_shape:
       encoder = StrokeShapeEncoder(self.hidden, name="stroke_shape")
       shape = shape_embeddings(encoder, batch.get("points"), stroke_len, batch.get("packed_points"),
                                batch.get("packed_index"))
@@ -173,3 +177,23 @@ def base(num_classes: int, **kwargs: Any) -> SketchXAINet:
   """SketchXAINet-Base: H 768, 12 heads, MLP 3072, 12 layers."""
   return SketchXAINet(num_classes, hidden=768, num_heads=12, mlp_dim=3072, num_layers=12,
                       **kwargs)
+
+
+def with_shape_embeddings(model: SketchXAINet, params: Mapping[str, Any],
+                          batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+  """The batch with its strokes replaced by their shape embeddings [B, S, H].
+
+  The embeddings are exactly what `model` computes from the strokes (packed
+  rows when the batch has them); the returned batch holds `shape_embedding`
+  instead of points / packed rows, so `model.apply` on it skips the BiLSTM.
+  Returns the batch unchanged but for the strokes when the model has no shape
+  term.
+  """
+  out = {k: v for k, v in batch.items()
+         if k not in ("points", "packed_points", "packed_index")}
+  if model.use_shape:
+    encoder = StrokeShapeEncoder(model.hidden).bind({"params": params["stroke_shape"]})
+    out["shape_embedding"] = shape_embeddings(encoder, batch.get("points"), batch["stroke_len"],
+                                              batch.get("packed_points"),
+                                              batch.get("packed_index"))
+  return out

@@ -32,6 +32,7 @@ on the device count); one process. Writes to the workdir
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import pathlib
@@ -52,6 +53,7 @@ import numpy as np  # noqa: E402
 from sketchjax.data import pipeline, records, splits, tokenize  # noqa: E402
 from sketchjax.data.formats import folder  # noqa: E402
 from sketchjax.methods import sli  # noqa: E402
+from sketchjax.models import sketchxainet  # noqa: E402
 from sketchjax.sketch import plot  # noqa: E402
 from sketchjax.sketch.sketch import Sketch, to_stroke3  # noqa: E402
 from sketchjax.tasks import classify  # noqa: E402
@@ -299,6 +301,7 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   apply_logits = lambda p, b: model.apply({"params": p}, b, train=False)[0]
   inverter = sli.jit_inverter(apply_logits, cfg)
   predict = jax.jit(lambda p, b: jnp.argmax(apply_logits(p, b), -1))
+  embed_shapes = jax.jit(functools.partial(sketchxainet.with_shape_embeddings, model))
   mesh = sli_mesh(config)
   params = jax.device_put(params, mesh_lib.replicated(mesh))
   split = lambda tree: jax.device_put(tree, mesh_lib.batch_sharding(mesh))
@@ -308,8 +311,10 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   rng = jax.random.key(config.seed)
   outcomes, figure_run = [], None
   start = time.monotonic()
-  for index, batch in enumerate(batches):
-    batch = {k: v for k, v in batch.items() if k not in ("packed_points", "packed_index")}
+  for index, strokes in enumerate(batches):
+    # the shape embeddings do not change while the locations move: computed once
+    # a batch, from the packed rows (no work on empty slots)
+    batch = {k: np.asarray(v) for k, v in embed_shapes(params, strokes).items()}
     init_loc, targets = _starts_and_targets(config.mode, jax.random.fold_in(rng, index), batch,
                                             config.paths, num_classes, cfg)
     result = jax.device_get(inverter(params, split(batch), split(targets), split(init_loc)))
@@ -321,7 +326,7 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
         "recognised": recognised})
     if index == figure_batch:
       r = figure_row
-      figure_run = FigureRun(batch["points"][r], batch["stroke_len"][r], batch["loc"][r],
+      figure_run = FigureRun(strokes["points"][r], batch["stroke_len"][r], batch["loc"][r],
                              int(batch["label"][r]), targets[r], result.target_prob[r],
                              result.prediction[r], result.locations[r])
     if (index + 1) % config.log_every == 0 or index + 1 == num_batches:
