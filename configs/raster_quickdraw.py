@@ -5,6 +5,9 @@ the same batches as SketchXAINet.
 
   python -m sketchjax.main --config=configs/raster_quickdraw.py \
       --workdir=workdirs/qd_raster --config.data.dir=../shared/data/quickdraw/simplified
+
+Variants: `sketch_rnn14` (the 14 sketch-rnn classes, trained on sampled drawings as
+configs/sketchxai_quickdraw.py:sketch_rnn14), `smoke` (tests).
 """
 
 from sketchjax.tasks import classify_config
@@ -28,6 +31,8 @@ def get_config(arg: str | None = None):
   if arg == "smoke":
     classify_config.smoke(c)
     c.data.categories = "apple,cat,fish,house,star"
+  elif arg == "sketch_rnn14":
+    classify_config.sketch_rnn14(c)
   elif arg:
-    raise ValueError(f"unknown variant {arg!r}; expected 'smoke'")
+    raise ValueError(f"unknown variant {arg!r}; expected 'smoke' or 'sketch_rnn14'")
   return c

@@ -25,11 +25,7 @@ Variants (comma-separated after the colon):
       --workdir=workdirs/qd_tiny --config.data.dir=../shared/data/quickdraw/simplified
 """
 
-import pathlib
-
 from sketchjax.tasks import classify_config
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 ABLATIONS = {"no_shape": "use_shape", "no_location": "use_location", "no_order": "use_order"}
 BITMAP_CATEGORIES = (
@@ -47,20 +43,6 @@ def bitmap27(c):
   c.train.microbatches = 2
   c.train.num_steps = 3000
   c.train.eval_every = 500
-  c.optimizer.schedule = "cosine"
-  c.optimizer.learning_rate = 5e-4
-  c.optimizer.warmup_steps = 100
-  return c
-
-
-def sketch_rnn14(c):
-  """14 classes, 2,000 sampled drawings a class (configs/sketch_rnn_samples.py)."""
-  c.data.dir = str(REPO / "workdirs" / "sketch_rnn_14")
-  c.data.format = "sketchrnn_npz"
-  c.data.augment.affine = True
-  c.train.num_steps = 1000
-  c.train.eval_every = 250
-  c.train.checkpoint_every = 250
   c.optimizer.schedule = "cosine"
   c.optimizer.learning_rate = 5e-4
   c.optimizer.warmup_steps = 100
@@ -89,7 +71,7 @@ def get_config(arg: str | None = None):
     elif variant == "bitmap27":
       bitmap27(c)
     elif variant == "sketch_rnn14":
-      sketch_rnn14(c)
+      classify_config.sketch_rnn14(c)
     elif variant == "smoke":
       classify_config.smoke(c)
       c.data.categories = "apple,cat,fish,house,star"

@@ -168,9 +168,10 @@ def invert(apply_logits: ApplyLogits, batch: Batch, targets: jax.Array, init_loc
       called on all B x K runs at once (B' = B * K, each sketch repeated K
       times), so it must not mix sketches of a batch (true of any model in
       inference mode).
-    batch: the tokeniser's dict with points [B, S, P, 4], stroke_len [B, S],
-      loc [B, S, 2], label [B] and optionally other per-sketch arrays; the
-      per-shard packed rows (packed_points, packed_index) are dropped.
+    batch: the tokeniser's dict with points [B, S, P, 4] (or SketchXAINet's
+      precomputed shape_embedding [B, S, H]), stroke_len [B, S], loc [B, S, 2],
+      label [B] and optionally other per-sketch arrays; the per-shard packed
+      rows (packed_points, packed_index) are dropped.
     targets: int[B] (every path of a sketch) or int[B, K] target classes.
     init_loc: float32[B, K, S, 2] start points; padding slots keep theirs.
     config: the SLI constants.

@@ -7,7 +7,11 @@ experiment needs and offers a `smoke` variant for tests.
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # Slot buckets for the masked configuration: 95% of QuickDraw drawings have at
 # most 13 strokes, so most batches of 100 fit in 16 or 32 slots.
@@ -99,6 +103,23 @@ def masked_bucketed(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   c.model.mask_padding = True
   c.tokenizer.bucket_strokes = True
+  return c
+
+
+def sketch_rnn14(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The 14 sketch-rnn classes, 2,000 sampled drawings a class (configs/sketch_rnn_samples.py
+  writes them to workdirs/sketch_rnn_14), affine augmentation, cosine schedule over 1,000
+  steps: a classifier of real drawings (evaluate it on the real files of those classes)."""
+  c.data.dir = str(REPO / "workdirs" / "sketch_rnn_14")
+  c.data.format = "sketchrnn_npz"
+  c.data.categories = "folder"
+  c.data.augment.affine = True
+  c.train.num_steps = 1000
+  c.train.eval_every = 250
+  c.train.checkpoint_every = 250
+  c.optimizer.schedule = "cosine"
+  c.optimizer.learning_rate = 5e-4
+  c.optimizer.warmup_steps = 100
   return c
 
 
