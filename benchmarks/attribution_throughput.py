@@ -174,8 +174,18 @@ def main():
   args = parser.parse_args()
   drawings = _drawings(args.sketches)
   print(f"{jax.devices()[0].platform}: {len(jax.devices())} device(s)")
+  results = []
   for bench in (bench_doodlenet, bench_sketchxainet):
-    print(json.dumps(bench(drawings, args.repeats, args.steps)), flush=True)
+    results.append(bench(drawings, args.repeats, args.steps))
+    print(json.dumps(results[-1]), flush=True)
+  print(f"\nocclusion over {args.sketches} real drawings, sketches/s (goal for doodleNet: "
+        "batched >= 10x the loop)")
+  print(f"{'model':38} | {'loop':>8} {'batched':>8} {'batched/loop':>12} | "
+        f"full suite (IG {args.steps})")
+  for r in results:
+    print(f"{r['model']:38} | {r['occlusion_loop_sketches_per_s']:8.2f} "
+          f"{r['occlusion_batched_sketches_per_s']:8.2f} {r['speedup']:11.1f}x | "
+          f"{r[f'full_suite_ig{args.steps}_sketches_per_s']:.2f}")
 
 
 if __name__ == "__main__":
