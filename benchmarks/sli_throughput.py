@@ -35,12 +35,12 @@ _BATCHES = flags.DEFINE_integer("batches", 2, "Timed batched calls per layout.")
 _SINGLE = flags.DEFINE_integer("single", 3, "Sketches timed one at a time per layout.")
 _STEPS = flags.DEFINE_integer("steps", 100, "SLI steps (100 official).")
 _SIZES = flags.DEFINE_list("sizes", ["tiny"], "Model sizes: tiny, base.")
+_LAYOUTS = flags.DEFINE_list("layouts", ["faithful", "masked"], "Layouts: faithful, masked.")
 
 NUM_CLASSES = 30
 # The official code (inversion/main_inversion.py, batch size 1, 100 steps) on
 # this machine, 2 threads: seconds a sketch.
 OFFICIAL_SECONDS = {"tiny": 5.6, "base": 48.0}
-LAYOUTS = ("faithful", "masked")
 
 
 def _sketches(data_dir: str, count: int):
@@ -119,7 +119,7 @@ def main(argv):
         f"{'batched/one':>11} | {'official sk/s':>13} {'batched/off':>11} {'one/off':>7} | slots")
   for size in _SIZES.value:
     official = 1.0 / OFFICIAL_SECONDS[size] * 100 / _STEPS.value
-    for layout in LAYOUTS:
+    for layout in _LAYOUTS.value:
       r = measure(size, layout, pairs, pairs[:_SINGLE.value])
       print(f"{size:5} {layout:8} | {r['batched']:12.3f} {r['single']:15.3f} "
             f"{r['batched'] / r['single']:10.2f}x | {official:13.3f} "
