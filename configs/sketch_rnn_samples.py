@@ -6,9 +6,11 @@ writes `<category>.npz` for each of the 14 classes of ../shared/pretrained/
 sketch_rnn (train / valid / test splits of sampled drawings), to train a
 classifier on far more than the 20 real drawings a class the project has:
 
-  python -m sketchjax.main --config=configs/sketchxai_quickdraw.py:masked \
-      --workdir=workdirs/qd14 --config.data.dir=workdirs/sketch_rnn_14 \
-      --config.data.format=sketchrnn_npz --config.data.categories=folder
+  python -m sketchjax.main --config=configs/sketchxai_quickdraw.py:masked,sketch_rnn14 \
+      --workdir=workdirs/qd14_tiny
+
+(the `sketch_rnn14` variant reads workdirs/sketch_rnn_14; another folder:
+--config.data.dir).
 
 Variants: `smoke` (2 classes, a few drawings, for tests).
 """
