@@ -1,0 +1,58 @@
+"""Where doodleNet's batched occlusion spends its time: drawing, composites, the CNN.
+
+  python benchmarks/attribution_parts.py
+
+Same 32 real drawings as benchmarks/attribution_throughput.py; mean seconds of 3 calls
+after one warm-up, each part jitted on its own.
+"""
+
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import attribution_throughput as bench  # noqa: E402
+from sketchjax.data import soft_rasterize as sr  # noqa: E402
+from sketchjax.methods import attribution  # noqa: E402
+from sketchjax.models import doodlenet  # noqa: E402
+
+
+def seconds(fn, *args) -> float:
+  jax.block_until_ready(fn(*args))
+  start = time.perf_counter()
+  for _ in range(3):
+    jax.block_until_ready(fn(*args))
+  return (time.perf_counter() - start) / 3
+
+
+def main():
+  drawings = bench._drawings(32)
+  model, variables, _ = doodlenet.load_doodlenet(bench.SHARED / "pretrained" / "doodlenet")
+  settings = sr.OFFICIAL
+  xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
+
+  def coverage_of(xy1, lens1):
+    segments = sr.polyline_segments(xy1, lens1, num_segments)
+    return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens1.shape[0],
+                              settings.supersample)
+
+  coverage = jax.jit(jax.vmap(coverage_of))
+  drawn = coverage(xy, lens)
+  pairs = jnp.asarray(attribution.deletion_pairs(lens))
+  composites = jax.jit(lambda c, p: jax.vmap(lambda b, k: sr.composite(
+      c[b] * (jnp.arange(c.shape[1]) != k)[:, None, None]))(p[:, 0], p[:, 1]))
+  images = composites(drawn, pairs)
+  cnn = jax.jit(lambda im: model.apply(variables, im[..., None])[0])
+  one = jax.jit(lambda x, l: sr.soft_rasterize(x, l, settings, num_segments=num_segments))
+  print(f"{len(drawings)} sketches, {num_segments} segments a sketch, {len(pairs)} deletions")
+  print(f"draw every stroke of the batch: {seconds(coverage, xy, lens):.3f} s")
+  print(f"composite every deletion:       {seconds(composites, drawn, pairs):.4f} s")
+  print(f"doodleNet on every deletion:    {seconds(cnn, images):.3f} s")
+  print(f"draw one sketch alone:          {seconds(one, xy[0], lens[0]) * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+  main()
