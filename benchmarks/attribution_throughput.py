@@ -122,7 +122,7 @@ def bench_sketchxainet(drawings, repeats: int, steps: int) -> dict:
   batch = tokenize.tokenize_batch(sketches, [0] * len(sketches), config)
   batch = {k: jnp.asarray(batch[k]) for k in ("points", "stroke_len", "loc")}
   params = model.init(jax.random.key(0), batch, train=False)["params"]
-  batch_logits = lambda b: model.apply({"params": params}, b, train=False)[0]
+  batch_logits = lambda b: model.apply({"params": params}, b, train=False, logits_only=True)[0]
   logits = lambda s: batch_logits(jax.tree.map(lambda x: x[None], s))[0]
   pairs = jnp.asarray(attribution.deletion_pairs(np.asarray(batch["stroke_len"])))
 

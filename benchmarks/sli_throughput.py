@@ -84,7 +84,8 @@ def measure(size: str, layout: str, pairs_batched, pairs_single) -> dict:
   params = jax.jit(lambda b: model.init({"params": jax.random.key(0)}, b, train=False)
                    ["params"])(singles[0])
   embed = jax.jit(lambda p, b: sketchxainet.with_shape_embeddings(model, p, b))
-  inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False)[0],
+  inverter = sli.jit_inverter(lambda p, b: model.apply({"params": p}, b, train=False,
+                                                          logits_only=True)[0],
                               sli.SLIConfig(steps=_STEPS.value))
 
   def invert(batch):  # as the SLI task: shape embeddings once, then the inversion

@@ -129,6 +129,27 @@ def test_precomputed_shape_embeddings_give_the_same_logits(small_model_and_param
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_logits_only_gives_the_same_logits_and_location_gradients(mask_padding):
+  """The last block computing the CLS token alone changes neither the logits nor d/d loc."""
+  model = SketchXAINet(num_classes=5, mask_padding=mask_padding, **SMALL)
+  batch = _batch([2, 5, 1, 3], 8, seed=3)
+  params = _init(model, batch, seed=2)
+
+  def target_logit(loc, logits_only):
+    logits, out = model.apply(params, {**batch, "loc": loc}, train=False, logits_only=logits_only)
+    return logits[:, 1].sum(), (logits, out["encoded"])
+
+  grad = jax.jit(jax.grad(target_logit, has_aux=True), static_argnums=1)
+  (full_grad, (full, full_encoded)), (cls_grad, (cls, cls_encoded)) = (
+      grad(jnp.asarray(batch["loc"]), flag) for flag in (False, True))
+  assert cls_encoded.shape == (4, 1, 32) and full_encoded.shape == (4, 9, 32)
+  np.testing.assert_allclose(cls, full, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(cls_encoded[:, 0], full_encoded[:, 0], rtol=1e-5, atol=1e-5)
+  assert np.abs(full_grad).max() > 1e-4  # the locations matter
+  np.testing.assert_allclose(cls_grad, full_grad, rtol=1e-4, atol=1e-8)
+
+
 def test_packed_shape_encoder_stays_on_each_data_shard(small_model_and_params):
   """With the batch and the packed rows sharded over 8 devices, no collective is compiled."""
   if jax.device_count() < 8:

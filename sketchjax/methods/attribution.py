@@ -180,7 +180,7 @@ def gated_logits(model: nn.Module, params: Any, sketch: Mapping[str, jax.Array],
     return out
 
   with nn.intercept_methods(scale_shape):
-    logits, _ = model.apply({"params": params}, batch, train=False)
+    logits, _ = model.apply({"params": params}, batch, train=False, logits_only=True)
   return logits[0]
 
 

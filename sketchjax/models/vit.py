@@ -26,7 +26,11 @@ LayerNorm = functools.partial(nn.LayerNorm, epsilon=LAYER_NORM_EPS)
 
 
 class EncoderBlock(nn.Module):
-  """x + Attn(LN(x)), then + MLP(LN(.)); shapes [B, T, H] -> [B, T, H]."""
+  """x + Attn(LN(x)), then + MLP(LN(.)); shapes [B, T, H] -> [B, T, H].
+
+  With `queries` = Q the block computes only the first Q tokens (attending to
+  all T): [B, T, H] -> [B, Q, H], equal to the first Q rows of the full output.
+  """
 
   hidden: int
   mlp_dim: int
@@ -36,8 +40,12 @@ class EncoderBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, attention_mask: jax.Array | None, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, attention_mask: jax.Array | None, *, train: bool,
+               queries: int | None = None) -> jax.Array:
     y = LayerNorm(dtype=self.dtype, name="norm_attention")(x)
+    if queries is not None:
+      x = x[:, :queries]
+    query_tokens = y if queries is None else y[:, :queries]
     y = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads,
         dtype=self.dtype,
@@ -45,7 +53,7 @@ class EncoderBlock(nn.Module):
         dropout_rate=self.attention_dropout,
         broadcast_dropout=False,
         force_fp32_for_softmax=True,
-        name="attention")(y, y, mask=attention_mask, deterministic=not train)
+        name="attention")(query_tokens, y, mask=attention_mask, deterministic=not train)
     x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
 
     y = LayerNorm(dtype=self.dtype, name="norm_mlp")(x)
@@ -79,15 +87,23 @@ class Encoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, train: bool) -> jax.Array:
-    """float[B, T, H] tokens, optional bool[B, T] key mask (True = attend) -> [B, T, H]."""
+  def __call__(self, x: jax.Array, key_mask: jax.Array | None = None, *, train: bool,
+               first_only: bool = False) -> jax.Array:
+    """float[B, T, H] tokens, optional bool[B, T] key mask (True = attend) -> [B, T, H].
+
+    first_only: return only token 0 ([B, 1, H], e.g. a CLS readout); the last
+    block then skips the other tokens' attention queries and MLP (1/L less work
+    for L blocks; the result equals the full output's first token).
+    """
     if x.shape[-1] != self.hidden:
       raise ValueError(f"Encoder expects tokens of width {self.hidden}, got shape {x.shape}")
     attention_mask = None if key_mask is None else key_mask[:, None, None, :]
     for i in range(self.num_layers):
       x = EncoderBlock(self.hidden, self.mlp_dim, self.num_heads, self.dropout,
                        self.attention_dropout, self.dtype,
-                       name=f"block_{i}")(x, attention_mask, train=train)
+                       name=f"block_{i}")(x, attention_mask, train=train,
+                                          queries=1 if first_only and i == self.num_layers - 1
+                                          else None)
     if self.final_norm:
       x = LayerNorm(dtype=self.dtype, name="final_norm")(x)
     return x

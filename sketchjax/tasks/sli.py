@@ -298,7 +298,7 @@ def invert_records(config: ml_collections.ConfigDict, model, params, source: Seq
   batches = pipeline.eval_batches([source[i] for i in order],
                                   global_batch_size=config.batch_size,
                                   tokenizer=_tokenizer(trained_config), stats=stats)
-  apply_logits = lambda p, b: model.apply({"params": p}, b, train=False)[0]
+  apply_logits = lambda p, b: model.apply({"params": p}, b, train=False, logits_only=True)[0]
   inverter = sli.jit_inverter(apply_logits, cfg)
   predict = jax.jit(lambda p, b: jnp.argmax(apply_logits(p, b), -1))
   embed_shapes = jax.jit(functools.partial(sketchxainet.with_shape_embeddings, model))
