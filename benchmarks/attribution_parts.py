@@ -33,21 +33,19 @@ def main():
   model, variables, _ = doodlenet.load_doodlenet(bench.SHARED / "pretrained" / "doodlenet")
   settings = sr.OFFICIAL
   xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
-
-  def coverage_of(xy1, lens1):
-    segments = sr.polyline_segments(xy1, lens1, num_segments)
-    return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens1.shape[0],
-                              settings.supersample)
-
-  coverage = jax.jit(jax.vmap(coverage_of))
+  num_pairs = sr.tile_pair_budget(xy, lens, settings)
+  coverage = jax.jit(jax.vmap(lambda x, l: sr.draw_strokes(
+      x, l, settings, num_segments=num_segments, num_pairs=num_pairs)))
   drawn = coverage(xy, lens)
   pairs = jnp.asarray(attribution.deletion_pairs(lens))
   composites = jax.jit(lambda c, p: jax.vmap(lambda b, k: sr.composite(
       c[b] * (jnp.arange(c.shape[1]) != k)[:, None, None]))(p[:, 0], p[:, 1]))
   images = composites(drawn, pairs)
   cnn = jax.jit(lambda im: model.apply(variables, im[..., None])[0])
-  one = jax.jit(lambda x, l: sr.soft_rasterize(x, l, settings, num_segments=num_segments))
-  print(f"{len(drawings)} sketches, {num_segments} segments a sketch, {len(pairs)} deletions")
+  one = jax.jit(lambda x, l: sr.soft_rasterize(x, l, settings, num_segments=num_segments,
+                                               num_pairs=num_pairs))
+  print(f"{len(drawings)} sketches, {num_segments} segments and {num_pairs} (segment, tile) "
+        f"pairs a sketch, {len(pairs)} deletions")
   print(f"draw every stroke of the batch: {seconds(coverage, xy, lens):.3f} s")
   print(f"composite every deletion:       {seconds(composites, drawn, pairs):.4f} s")
   print(f"doodleNet on every deletion:    {seconds(cnn, images):.3f} s")

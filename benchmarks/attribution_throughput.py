@@ -10,6 +10,8 @@ The same attribution, occlusion (score drop when one stroke is removed), two way
            (`packed_occlusion`; doodleNet: each stroke drawn once, deleting
            a stroke = compositing the others, `hide_strokes`)
            (sketchjax.methods.attribution).
+doodleNet twice: drawing each segment only on the tiles it reaches (the
+rasteriser's default) and on every tile (the cost without culling).
 Also times the full batched suite of each model (IG, gradient x input,
 occlusion; and P-SLA and point gradients for doodleNet). Real QuickDraw
 drawings; SketchXAINet-Tiny (masked, bucketed slots) with random weights
@@ -21,6 +23,7 @@ drawings; SketchXAINet-Tiny (masked, bucketed slots) with random weights
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import time
@@ -59,16 +62,16 @@ def _drawings(count: int):
   return drawings
 
 
-def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
+def bench_doodlenet(drawings, repeats: int, steps: int, cull: bool) -> dict:
+  """cull: draw each segment only on the tiles it reaches (the default), else
+  on every tile (every segment at every sample, the cost without culling)."""
   model, variables, _ = doodlenet.load_doodlenet(SHARED / "pretrained" / "doodlenet")
   settings = sr.OFFICIAL
   xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
+  num_pairs = sr.tile_pair_budget(xy, lens, settings) if cull else None
   logits = lambda image: model.apply(variables, image[None, ..., None])[0][0]
-
-  def coverage_of(xy1, lens1):
-    segments = sr.polyline_segments(xy1, lens1, num_segments)
-    return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens1.shape[0],
-                              settings.supersample)
+  coverage_of = lambda x, l: sr.draw_strokes(x, l, settings, num_segments=num_segments,
+                                             num_pairs=num_pairs)
 
   targets = jax.jit(jax.vmap(lambda x, l: jnp.argmax(logits(sr.composite(coverage_of(x, l))))))(
       xy, lens)
@@ -85,7 +88,7 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
                                         num_slots=lens.shape[1], delete=attribution.hide_strokes)
 
   score_one = jax.jit(lambda x, l, keep, t: logits(sr.soft_rasterize(
-      x, l, settings, stroke_opacity=keep, num_segments=num_segments))[t])
+      x, l, settings, stroke_opacity=keep, num_segments=num_segments, num_pairs=num_pairs))[t])
 
   def loop():
     out = []
@@ -102,13 +105,14 @@ def bench_doodlenet(drawings, repeats: int, steps: int) -> dict:
   # 8 path points at a time (as the attribution task) keep it within memory.
   full_suite = jax.jit(lambda xy, lens: jax.lax.map(
       lambda args: attribution.raster_attributions(
-          lambda im: logits(im).max(), *args, settings, num_segments=num_segments, steps=steps,
-          chunk=8), (xy, lens), batch_size=4))
+          lambda im: logits(im).max(), *args, settings, num_segments=num_segments,
+          num_pairs=num_pairs, steps=steps, chunk=8), (xy, lens), batch_size=4))
   n = len(drawings)
   t_batched = _timed(lambda: jax.block_until_ready(batched(xy, lens, targets, pairs)), repeats)
   t_loop = _timed(loop, repeats)
   t_suite = _timed(lambda: jax.block_until_ready(full_suite(xy, lens)), repeats)
-  return {"model": "doodleNet", "sketches": n, "strokes": int((lens > 0).sum()),
+  return {"model": "doodleNet" + ("" if cull else " (no culling)"), "sketches": n,
+          "strokes": int((lens > 0).sum()), "pairs_a_sketch": num_pairs,
           "occlusion_loop_sketches_per_s": n / t_loop,
           "occlusion_batched_sketches_per_s": n / t_batched,
           "speedup": t_loop / t_batched,
@@ -175,7 +179,9 @@ def main():
   drawings = _drawings(args.sketches)
   print(f"{jax.devices()[0].platform}: {len(jax.devices())} device(s)")
   results = []
-  for bench in (bench_doodlenet, bench_sketchxainet):
+  benches = (functools.partial(bench_doodlenet, cull=True),
+             functools.partial(bench_doodlenet, cull=False), bench_sketchxainet)
+  for bench in benches:
     results.append(bench(drawings, args.repeats, args.steps))
     print(json.dumps(results[-1]), flush=True)
   print(f"\nocclusion over {args.sketches} real drawings, sketches/s (goal for doodleNet: "

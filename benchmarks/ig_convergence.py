@@ -44,12 +44,10 @@ def main():
   settings = sr.OFFICIAL
   drawings = test_drawings(args.sketches)
   xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
+  num_pairs = sr.tile_pair_budget(xy, lens, settings)
   logits = lambda image: model.apply(variables, image[None, ..., None])[0][0]
-
-  def coverage_of(x, l):
-    segments = sr.polyline_segments(x, l, num_segments)
-    return sr.stroke_coverage(sr.segment_ink(segments, settings), segments, l.shape[0],
-                              settings.supersample)
+  coverage_of = lambda x, l: sr.draw_strokes(x, l, settings, num_segments=num_segments,
+                                             num_pairs=num_pairs)
 
   @jax.jit
   def gap(x, l):

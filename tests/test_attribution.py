@@ -47,9 +47,7 @@ def test_raster_ig_is_complete_and_shapes():
   np.testing.assert_allclose(float(out["occlusion"][0]), float(out["score"] - without_0),
                              rtol=1e-4, atol=1e-5)
   # the same drop, packed with the other real strokes of a batch of the sketch twice
-  segments = sr.polyline_segments(xy, lens, n)
-  coverage = sr.stroke_coverage(sr.segment_ink(segments, SETTINGS), segments, 4,
-                                SETTINGS.supersample)
+  coverage = sr.draw_strokes(xy, lens, SETTINGS, num_segments=n)
   drawn = {"coverage": jnp.stack([coverage, coverage])}
   stroke_len = np.stack([np.asarray(lens)] * 2)
   targets = jnp.zeros(2, jnp.int32)

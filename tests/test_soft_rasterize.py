@@ -1,6 +1,7 @@
 """Soft rasteriser: the official 28x28 bitmaps of real drawings, doodleNet on our renders,
 gradients against finite differences, opacities and compositing."""
 
+import dataclasses
 import pathlib
 
 import jax
@@ -116,3 +117,40 @@ def test_official_transform():
   scale = 28 / 304
   np.testing.assert_allclose(pixels[0], [(0.5 + 24) * scale, (64.5 + 24) * scale])
   np.testing.assert_allclose(pixels[1], [(255.5 + 24) * scale, (191.5 + 24) * scale])
+
+
+@pytest.mark.parametrize("tile", [1, 4, 5, 12])
+def test_tile_culling_draws_the_same_image_and_gradients(tile):
+  """Drawing each segment only on the tiles it reaches (any tile size, also one that does
+  not divide the image) equals drawing it on every tile, values and gradients."""
+  settings = dataclasses.replace(SMALL, tile=tile)
+  strokes = [np.array([[2.0, 2.5], [9.0, 3.0], [8.5, 9.0]]), np.array([[3.5, 8.5]]),
+             np.array([[0.2, 11.5], [11.8, 0.3], [11.0, 11.0], [6.0, 6.2]])]
+  xy, lens = sr.pad_strokes(strokes, 4, 5)
+  num_segments = sr.count_segments(lens)
+  num_pairs = sr.tile_pair_budget(xy, lens, settings)
+  assert num_pairs < num_segments * sr._tiles_per_side(settings)**2 or tile == 12
+
+  def draw(xy, opacity, pairs):
+    return sr.soft_rasterize(xy, lens, settings, segment_opacity=opacity,
+                             num_segments=num_segments, num_pairs=pairs)
+
+  args = (jnp.asarray(xy), jnp.full(num_segments, 0.8))
+  weights = jax.random.uniform(jax.random.key(0), (12, 12))
+  for pairs in (num_pairs, None):
+    assert draw(*args, pairs).shape == (12, 12)
+  np.testing.assert_allclose(draw(*args, num_pairs), draw(*args, None), atol=1e-6)
+  np.testing.assert_allclose(draw(*args, num_pairs), sr.soft_rasterize(
+      xy, lens, dataclasses.replace(SMALL, tile=12), segment_opacity=args[1]), atol=1e-6)
+  grad = lambda pairs: jax.grad(lambda x, o: jnp.sum(draw(x, o, pairs) * weights),
+                                argnums=(0, 1))(*args)
+  for culled, full in zip(grad(num_pairs), grad(None)):
+    np.testing.assert_allclose(culled, full, rtol=1e-5, atol=1e-6)
+
+
+def test_too_few_pair_rows_give_nan_not_a_partial_image():
+  xy, lens = _two_strokes()
+  settings = dataclasses.replace(SMALL, tile=2)
+  needed = sr.tile_pair_budget(xy, lens, settings)
+  assert np.isfinite(np.asarray(sr.soft_rasterize(xy, lens, settings, num_pairs=needed))).all()
+  assert np.isnan(np.asarray(sr.soft_rasterize(xy, lens, settings, num_pairs=2))).all()

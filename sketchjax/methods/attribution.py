@@ -93,17 +93,18 @@ def stroke_score(image_score: Score, coverage: jax.Array) -> Score:
   return lambda opacity: image_score(sr.composite(coverage, opacity))
 
 
-def segment_score(image_score: Score, ink: jax.Array, segments: sr.Segments, num_strokes: int,
-                  supersample: int) -> Score:
+def segment_score(image_score: Score, ink: sr.Ink, segments: sr.Segments, num_strokes: int,
+                  settings: sr.RasterSettings) -> Score:
   """Per-segment opacities float[N] -> score of the sketch drawn with them."""
   def score(opacity):
-    coverage = sr.stroke_coverage(ink, segments, num_strokes, supersample, opacity)
+    coverage = sr.stroke_coverage(ink, segments, num_strokes, settings, opacity)
     return image_score(sr.composite(coverage))
   return score
 
 
 def raster_attributions(image_score: Score, xy: jax.Array, lens: jax.Array,
-                        settings: sr.RasterSettings, *, num_segments: int, steps: int = 32,
+                        settings: sr.RasterSettings, *, num_segments: int,
+                        num_pairs: int | None = None, steps: int = 32,
                         chunk: int | None = None) -> dict[str, jax.Array]:
   """All raster attributions of one sketch.
 
@@ -112,6 +113,7 @@ def raster_attributions(image_score: Score, xy: jax.Array, lens: jax.Array,
     xy: float[S, P, 2] pixel coordinates; lens: int[S].
     settings: the soft rasteriser's settings (the model's input size).
     num_segments: N, the flat segment rows (`sr.count_segments`).
+    num_pairs: the (segment, tile) pair rows (`sr.tile_pair_budget`); default all.
     steps, chunk: IG path points, and how many are differentiated at once.
 
   Returns:
@@ -123,14 +125,14 @@ def raster_attributions(image_score: Score, xy: jax.Array, lens: jax.Array,
   num_strokes = lens.shape[0]
   present = lens > 0
   segments = sr.polyline_segments(xy, lens, num_segments)
-  ink = jax.lax.stop_gradient(sr.segment_ink(segments, settings))
-  coverage = sr.stroke_coverage(ink, segments, num_strokes, settings.supersample)
+  ink = jax.lax.stop_gradient(sr.segment_ink(segments, settings, num_pairs))
+  coverage = sr.stroke_coverage(ink, segments, num_strokes, settings)
   by_stroke = stroke_score(image_score, coverage)
   ones, zeros = present.astype(jnp.float32), jnp.zeros(num_strokes)
-  by_segment = segment_score(image_score, ink, segments, num_strokes, settings.supersample)
+  by_segment = segment_score(image_score, ink, segments, num_strokes, settings)
   seg_ones = segments.valid.astype(jnp.float32)
   point_grad = jax.grad(lambda p: image_score(sr.soft_rasterize(
-      p, lens, settings, num_segments=num_segments)))(xy)
+      p, lens, settings, num_segments=num_segments, num_pairs=num_pairs)))(xy)
   return {
       "sla_ig": integrated_gradients(by_stroke, ones, zeros, steps=steps, chunk=chunk),
       "sla_grad_x_input": gradient_times_input(by_stroke, ones, zeros),

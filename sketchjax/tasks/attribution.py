@@ -100,16 +100,16 @@ def raster_explainer(image_logits: Callable[[jax.Array], jax.Array],
 
   def prepare(drawings):
     xy, lens, num_segments = sr.pad_batch([to_pixels(d.sketch.strokes) for d in drawings])
-    return {"xy": xy, "lens": lens, "segment_rows": np.zeros(num_segments, np.int8)}
+    return {"xy": xy, "lens": lens, "segment_rows": np.zeros(num_segments, np.int8),
+            "pair_rows": np.zeros(sr.tile_pair_budget(xy, lens, settings), np.int8)}
 
-  def one(xy, lens, num_segments, target, key):
-    segments = sr.polyline_segments(xy, lens, num_segments)
-    coverage = sr.stroke_coverage(sr.segment_ink(segments, settings), segments, lens.shape[0],
-                                  settings.supersample)
+  def one(xy, lens, num_segments, num_pairs, target, key):
+    coverage = sr.draw_strokes(xy, lens, settings, num_segments=num_segments,
+                               num_pairs=num_pairs)
     target, probability = _target_and_probability(image_logits(sr.composite(coverage)), target)
     out = attribution.raster_attributions(lambda image: image_logits(image)[target], xy, lens,
-                                          settings, num_segments=num_segments, steps=steps,
-                                          chunk=chunk)
+                                          settings, num_segments=num_segments,
+                                          num_pairs=num_pairs, steps=steps, chunk=chunk)
     out["psla_ig_by_stroke"] = jax.ops.segment_sum(
         jnp.where(out["segment_stroke"] >= 0, out["psla_ig"], 0.0),
         jnp.maximum(out["segment_stroke"], 0), lens.shape[0])
@@ -117,15 +117,16 @@ def raster_explainer(image_logits: Callable[[jax.Array], jax.Array],
     prob_keep = lambda keep: probability(image_logits(sr.composite(coverage, keep)))
     return _with_curves(out, RASTER_METHODS, prob_keep, lens > 0, key)
 
-  @functools.partial(jax.jit, static_argnames="num_segments")
-  def explain_batch(xy, lens, targets, keys, num_segments):
-    run_one = lambda args: one(*args[:2], num_segments, *args[2:])
+  @functools.partial(jax.jit, static_argnames=("num_segments", "num_pairs"))
+  def explain_batch(xy, lens, targets, keys, num_segments, num_pairs):
+    run_one = lambda args: one(*args[:2], num_segments, num_pairs, *args[2:])
     return jax.lax.map(run_one, (xy, lens, targets, keys),
                        batch_size=config.attribution.sketches_at_once)
 
   def explain(arrays, targets, keys):
     return explain_batch(arrays["xy"], arrays["lens"], targets, keys,
-                         num_segments=arrays["segment_rows"].shape[0])
+                         num_segments=arrays["segment_rows"].shape[0],
+                         num_pairs=arrays["pair_rows"].shape[0])
 
   return Explainer(tuple(class_names), RASTER_METHODS, prepare, explain,
                    lambda d: to_pixels(d.sketch.strokes))
