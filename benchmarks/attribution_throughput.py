@@ -4,7 +4,8 @@ The same attribution, occlusion (score drop when one stroke is removed), two way
   loop     for each sketch, for each stroke: one jitted call that draws the
            sketch without that stroke (doodleNet: soft rasteriser) and scores
            it (fixed shapes, so it compiles once), the way a per-stroke
-           explanation is usually written;
+           explanation is usually written; for doodleNet also at each sketch's
+           own power-of-two shapes (`own`: less padding, a few compiles);
   batched  one jitted call per batch of sketches: the deletions of every
            real stroke of the batch packed into one forward pass
            (`packed_occlusion`; doodleNet: each stroke drawn once, deleting
@@ -63,15 +64,23 @@ def _drawings(count: int):
 
 
 def bench_doodlenet(drawings, repeats: int, steps: int, cull: bool) -> dict:
-  """cull: draw each segment only on the tiles it reaches (the default), else
-  on every tile (every segment at every sample, the cost without culling)."""
+  """cull: draw each segment only on the tiles it reaches (the default; the
+  batched call packs the pairs of the whole batch, `sr.draw_batch`), else on
+  every tile (every segment at every sample, the cost without culling)."""
   model, variables, _ = doodlenet.load_doodlenet(SHARED / "pretrained" / "doodlenet")
   settings = sr.OFFICIAL
-  xy, lens, num_segments = sr.pad_batch([sr.official_pixels(d.sketch.strokes) for d in drawings])
+  pixels = [sr.official_pixels(d.sketch.strokes) for d in drawings]
+  xy, lens, num_segments = sr.pad_batch(pixels)
   num_pairs = sr.tile_pair_budget(xy, lens, settings) if cull else None
   logits = lambda image: model.apply(variables, image[None, ..., None])[0][0]
   coverage_of = lambda x, l: sr.draw_strokes(x, l, settings, num_segments=num_segments,
                                              num_pairs=num_pairs)
+  if cull:
+    batch_pairs = sr.tile_pair_budget(xy, lens, settings, batch_total=True)
+    draw_all = lambda xy, lens: sr.draw_batch(xy, lens, settings, num_segments=num_segments,
+                                              num_pairs=batch_pairs)
+  else:
+    draw_all = jax.vmap(coverage_of)
 
   targets = jax.jit(jax.vmap(lambda x, l: jnp.argmax(logits(sr.composite(coverage_of(x, l))))))(
       xy, lens)
@@ -83,22 +92,32 @@ def bench_doodlenet(drawings, repeats: int, steps: int, cull: bool) -> dict:
   @jax.jit
   def batched(xy, lens, targets, pairs):
     # every stroke drawn once; the deletions of all real strokes scored in one pass
-    drawn = {"coverage": jax.vmap(coverage_of)(xy, lens)}
+    drawn = {"coverage": draw_all(xy, lens)}
     return attribution.packed_occlusion(drawn_logits, drawn, pairs, targets,
                                         num_slots=lens.shape[1], delete=attribution.hide_strokes)
 
-  score_one = jax.jit(lambda x, l, keep, t: logits(sr.soft_rasterize(
-      x, l, settings, stroke_opacity=keep, num_segments=num_segments, num_pairs=num_pairs))[t])
+  @functools.partial(jax.jit, static_argnames=("segments", "pairs"))
+  def score_one(x, l, keep, t, segments, pairs):
+    return logits(sr.soft_rasterize(x, l, settings, stroke_opacity=keep, num_segments=segments,
+                                    num_pairs=pairs))[t]
 
-  def loop():
+  # the loop at the batch's shapes (compiles once), or at each sketch's own
+  # power-of-two shapes (a few compiles, done in the untimed warm-up call)
+  fixed = [(xy[b], lens[b], num_segments, num_pairs) for b in range(len(drawings))]
+  own = []
+  for p in pixels:
+    x, l, n = sr.pad_batch([p])
+    own.append((x[0], l[0], n, sr.tile_pair_budget(x, l, settings) if cull else None))
+
+  def loop(sketches):
     out = []
-    for b in range(len(drawings)):
-      keep = np.asarray(lens[b] > 0, np.float32)
-      full = score_one(xy[b], lens[b], keep, targets[b])
-      for k in range(int((lens[b] > 0).sum())):
+    for b, (x, l, n, m) in enumerate(sketches):
+      keep = np.asarray(l > 0, np.float32)
+      full = score_one(x, l, keep, targets[b], segments=n, pairs=m)
+      for k in range(int((l > 0).sum())):
         without = keep.copy()
         without[k] = 0.0
-        out.append(float(full - score_one(xy[b], lens[b], without, targets[b])))
+        out.append(float(full - score_one(x, l, without, targets[b], segments=n, pairs=m)))
     return out
 
   # The full suite holds every segment's ink at every IG point: a few sketches and
@@ -109,13 +128,16 @@ def bench_doodlenet(drawings, repeats: int, steps: int, cull: bool) -> dict:
           num_pairs=num_pairs, steps=steps, chunk=8), (xy, lens), batch_size=4))
   n = len(drawings)
   t_batched = _timed(lambda: jax.block_until_ready(batched(xy, lens, targets, pairs)), repeats)
-  t_loop = _timed(loop, repeats)
+  t_loop = _timed(lambda: loop(fixed), repeats)
+  t_loop_own = _timed(lambda: loop(own), repeats)
   t_suite = _timed(lambda: jax.block_until_ready(full_suite(xy, lens)), repeats)
   return {"model": "doodleNet" + ("" if cull else " (no culling)"), "sketches": n,
           "strokes": int((lens > 0).sum()), "pairs_a_sketch": num_pairs,
           "occlusion_loop_sketches_per_s": n / t_loop,
+          "occlusion_loop_own_shapes_sketches_per_s": n / t_loop_own,
           "occlusion_batched_sketches_per_s": n / t_batched,
           "speedup": t_loop / t_batched,
+          "speedup_vs_own_shapes": t_loop_own / t_batched,
           f"full_suite_ig{steps}_sketches_per_s": n / t_suite}
 
 
@@ -186,12 +208,16 @@ def main():
     print(json.dumps(results[-1]), flush=True)
   print(f"\nocclusion over {args.sketches} real drawings, sketches/s (goal for doodleNet: "
         "batched >= 10x the loop)")
-  print(f"{'model':38} | {'loop':>8} {'batched':>8} {'batched/loop':>12} | "
-        f"full suite (IG {args.steps})")
+  print("loop: one jitted call a stroke at the batch's shapes; own: at each sketch's own shapes")
+  print(f"{'model':38} | {'loop':>8} {'own':>8} {'batched':>8} {'batched/loop':>12} "
+        f"{'batched/own':>11} | full suite (IG {args.steps})")
   for r in results:
-    print(f"{r['model']:38} | {r['occlusion_loop_sketches_per_s']:8.2f} "
-          f"{r['occlusion_batched_sketches_per_s']:8.2f} {r['speedup']:11.1f}x | "
-          f"{r[f'full_suite_ig{args.steps}_sketches_per_s']:.2f}")
+    own = r.get("occlusion_loop_own_shapes_sketches_per_s")
+    own_text = "-" if own is None else f"{own:.2f}"
+    ratio_text = "-" if own is None else f"{r['speedup_vs_own_shapes']:.1f}x"
+    print(f"{r['model']:38} | {r['occlusion_loop_sketches_per_s']:8.2f} {own_text:>8} "
+          f"{r['occlusion_batched_sketches_per_s']:8.2f} {r['speedup']:11.1f}x "
+          f"{ratio_text:>11} | {r[f'full_suite_ig{args.steps}_sketches_per_s']:.2f}")
 
 
 if __name__ == "__main__":

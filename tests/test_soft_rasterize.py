@@ -154,3 +154,17 @@ def test_too_few_pair_rows_give_nan_not_a_partial_image():
   needed = sr.tile_pair_budget(xy, lens, settings)
   assert np.isfinite(np.asarray(sr.soft_rasterize(xy, lens, settings, num_pairs=needed))).all()
   assert np.isnan(np.asarray(sr.soft_rasterize(xy, lens, settings, num_pairs=2))).all()
+
+
+def test_draw_batch_packs_the_batch_and_equals_each_sketch_drawn_alone():
+  sketches = [[np.array([[2.0, 2.5], [9.0, 3.0], [8.5, 9.0]]), np.array([[3.5, 8.5]])],
+              [np.array([[0.2, 11.5], [11.8, 0.3], [11.0, 11.0]])],
+              [np.array([[6.0, 6.0], [6.5, 6.0]]), np.array([[1.0, 1.0], [2.0, 9.0]]),
+               np.array([[10.0, 2.0]])]]
+  xy, lens, num_segments = sr.pad_batch(sketches)
+  total = sr.tile_pair_budget(xy, lens, SMALL, batch_total=True)
+  packed = sr.draw_batch(xy, lens, SMALL, num_segments=num_segments, num_pairs=total)
+  assert packed.shape == (3, lens.shape[1], 12, 12)
+  for b in range(3):
+    np.testing.assert_allclose(packed[b], sr.draw_strokes(xy[b], lens[b], SMALL,
+                                                          num_segments=num_segments), atol=1e-6)

@@ -261,13 +261,15 @@ def segment_ink(segments: Segments, settings: RasterSettings,
   return Ink(ink, segment, tile, valid)
 
 
-def tile_pair_budget(xy: np.ndarray, lens: np.ndarray, settings: RasterSettings) -> int:
+def tile_pair_budget(xy: np.ndarray, lens: np.ndarray, settings: RasterSettings, *,
+                     batch_total: bool = False) -> int:
   """`num_pairs` for drawing these sketches: the most (segment, tile) pairs of any
-  of them, rounded up to a power of two (host side; float[..., S, P, 2] pixel
-  polylines, int[..., S] lengths)."""
+  of them (to draw them one at a time) or with `batch_total` the pairs of all of
+  them (`draw_batch`), rounded up to a power of two (host side; float[..., S, P, 2]
+  pixel polylines, int[..., S] lengths)."""
   xy = np.asarray(xy, np.float64).reshape(-1, *np.shape(xy)[-3:])
   lens = np.asarray(lens).reshape(-1, np.shape(lens)[-1])
-  most = 0
+  counts = []
   for points, lengths in zip(xy, lens):
     if points.shape[1] == 1:
       a = b = points[:, 0]
@@ -279,8 +281,8 @@ def tile_pair_budget(xy: np.ndarray, lens: np.ndarray, settings: RasterSettings)
       valid = (g[None] < np.maximum(lengths[:, None] - 1, 1)) & (lengths[:, None] > 0)
     pairs = _touches(a.reshape(-1, 2), b.reshape(-1, 2), valid.reshape(-1), settings,
                      margin=1e-3)
-    most = max(most, int(pairs.sum()))
-  return _power_of_two(most)
+    counts.append(int(pairs.sum()))
+  return _power_of_two(sum(counts) if batch_total else max(counts, default=0))
 
 
 def composite(layers: jax.Array, opacity: jax.Array | None = None) -> jax.Array:
@@ -351,6 +353,27 @@ def draw_strokes(xy: jax.Array, lens: jax.Array, settings: RasterSettings, *,
   segments = polyline_segments(xy, lens, num_segments)
   return stroke_coverage(segment_ink(segments, settings, num_pairs), segments, lens.shape[0],
                          settings)
+
+
+def draw_batch(xy: jax.Array, lens: jax.Array, settings: RasterSettings, *, num_segments: int,
+               num_pairs: int) -> jax.Array:
+  """B sketches' strokes, each alone -> float32[B, S, size, size]: `draw_strokes` of every
+  sketch, with the (segment, tile) pairs of the whole batch packed together, so the
+  work follows the batch's total ink rather than B times its largest sketch.
+
+  Args:
+    xy: float[B, S, P, 2] pixel polylines; lens: int[B, S].
+    num_segments: N segment rows a sketch (`count_segments`).
+    num_pairs: pair rows for the whole batch (`tile_pair_budget(..., batch_total=True)`).
+  """
+  num_sketches, num_strokes = lens.shape
+  segments = jax.vmap(lambda x, l: polyline_segments(x, l, num_segments))(xy, lens)
+  stroke = segments.stroke + num_strokes * jnp.arange(num_sketches, dtype=jnp.int32)[:, None]
+  flat = Segments(segments.a.reshape(-1, 2), segments.b.reshape(-1, 2), stroke.reshape(-1),
+                  segments.valid.reshape(-1))  # stroke ids b * S + k
+  coverage = stroke_coverage(segment_ink(flat, settings, num_pairs), flat,
+                             num_sketches * num_strokes, settings)
+  return coverage.reshape(num_sketches, num_strokes, settings.size, settings.size)
 
 
 def soft_rasterize(xy: jax.Array, lens: jax.Array, settings: RasterSettings, *,
