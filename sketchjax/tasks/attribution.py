@@ -147,7 +147,8 @@ def vector_explainer(model, params, class_names: Sequence[str], tokenizer: token
     return {**{k: batch[k] for k in ("points", "stroke_len", "loc")},
             "deletion_pairs": attribution.deletion_pairs(batch["stroke_len"])}
 
-  batch_logits = lambda batch: model.apply({"params": params}, batch, train=False, logits_only=True)[0]
+  batch_logits = lambda batch: model.apply({"params": params}, batch, train=False,
+                                          logits_only=True)[0]
   logits_of = lambda sketch: batch_logits(jax.tree.map(lambda x: x[None], sketch))[0]
 
   def one(sketch, target, key, occlusion):
