@@ -20,9 +20,8 @@ import numpy as np
 from sketchjax.data import soft_rasterize as sr
 from sketchjax.data.formats import folder
 from sketchjax.models.raster_classifier import RasterClassifier
-from sketchjax.models.resnet import ResNet18
-from sketchjax.sketch import normalize
 from sketchjax.tasks import classify
+from sketchjax.tasks.attribution import raster_cnn_on_soft_images
 
 ALPHAS = (0.0, 1e-4, 1e-3, 1e-2, 1 / 64, 0.05, 0.1, 0.3, 0.6, 1.0)
 
@@ -37,16 +36,14 @@ def main():
   model, params, _, _ = classify.load_trained(args.workdir)
   if not isinstance(model, RasterClassifier):
     raise SystemExit(f"{args.workdir} holds a {type(model).__name__}, not a raster CNN")
-  resnet = ResNet18(model.num_classes, model.widths, model.blocks, model.norm_groups)
-  logits = jax.jit(lambda images: resnet.apply({"params": params["resnet"]}, images[..., None])[0])
-  settings = sr.RasterSettings(size=model.image_size, line_width=float(model.line_width),
-                               edge=0.5, supersample=args.supersample)
+  images_logits, settings, to_pixels = raster_cnn_on_soft_images(model, params,
+                                                                 args.supersample)
+  logits = jax.jit(images_logits)
   files = list(folder.list_category_files(args.data_dir).values())[:args.sketches]
   alphas = jnp.asarray(ALPHAS)
   curves = []
   for path in files:
-    sketch = normalize.normalize_sketchxai(folder.read_drawings(path)[0].sketch)
-    pixels = [np.asarray(sr.normalized_to_pixels(s, model.image_size)) for s in sketch.strokes]
+    pixels = to_pixels(folder.read_drawings(path)[0].sketch.strokes)
     xy, lens, num_segments = sr.pad_batch([pixels])
     image = sr.soft_rasterize(xy[0], lens[0], settings, num_segments=num_segments,
                               num_pairs=sr.tile_pair_budget(xy, lens, settings))

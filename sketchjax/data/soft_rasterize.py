@@ -210,12 +210,14 @@ class Ink(NamedTuple):
     segment: int32[M] segment row of each pair.
     tile: int32[M] tile of each pair, row-major over the T x T tiles.
     valid: bool[M]; padding pairs draw nothing.
+    complete: bool[] whether the M rows held every pair of the sketch.
   """
 
   values: jax.Array
   segment: jax.Array
   tile: jax.Array
   valid: jax.Array
+  complete: jax.Array
 
 
 def segment_ink(segments: Segments, settings: RasterSettings,
@@ -226,9 +228,9 @@ def segment_ink(segments: Segments, settings: RasterSettings,
     segments: from `polyline_segments`.
     settings: how to draw.
     num_pairs: M rows for the (segment, tile) pairs (static); default every
-      pair, N * T^2 (no saving). With fewer rows than the sketch has pairs the
-      ink is NaN (rather than silently incomplete): `tile_pair_budget` gives a
-      size that fits.
+      pair, N * T^2 (no saving). With fewer rows than the sketch has pairs,
+      `complete` is False and `stroke_coverage` returns NaN (rather than a
+      silently incomplete image): `tile_pair_budget` gives a size that fits.
 
   The sample coordinates are separate broadcast axes ([M, 1, t] and [M, t, 1])
   so that XLA fuses the distance computation into one loop over [M, t, t].
@@ -257,8 +259,7 @@ def segment_ink(segments: Segments, settings: RasterSettings,
   distance = jnp.sqrt(gap_x * gap_x + gap_y * gap_y + 1e-12)
   ink = _smoothstep((_reach(settings) - distance) / settings.edge)
   ink = jnp.where(valid[:, None, None], ink, 0.0)
-  ink = jnp.where(count > num_pairs, jnp.nan, ink)
-  return Ink(ink, segment, tile, valid)
+  return Ink(ink, segment, tile, valid, count <= num_pairs)
 
 
 def tile_pair_budget(xy: np.ndarray, lens: np.ndarray, settings: RasterSettings, *,
@@ -267,21 +268,12 @@ def tile_pair_budget(xy: np.ndarray, lens: np.ndarray, settings: RasterSettings,
   of them (to draw them one at a time) or with `batch_total` the pairs of all of
   them (`draw_batch`), rounded up to a power of two (host side; float[..., S, P, 2]
   pixel polylines, int[..., S] lengths)."""
-  xy = np.asarray(xy, np.float64).reshape(-1, *np.shape(xy)[-3:])
+  xy = np.asarray(xy, np.float32).reshape(-1, *np.shape(xy)[-3:])
   lens = np.asarray(lens).reshape(-1, np.shape(lens)[-1])
-  counts = []
-  for points, lengths in zip(xy, lens):
-    if points.shape[1] == 1:
-      a = b = points[:, 0]
-      valid = lengths > 0
-    else:
-      a, b = points[:, :-1], points[:, 1:].copy()
-      b[lengths == 1] = a[lengths == 1]
-      g = np.arange(points.shape[1] - 1)
-      valid = (g[None] < np.maximum(lengths[:, None] - 1, 1)) & (lengths[:, None] > 0)
-    pairs = _touches(a.reshape(-1, 2), b.reshape(-1, 2), valid.reshape(-1), settings,
-                     margin=1e-3)
-    counts.append(int(pairs.sum()))
+  segments = jax.vmap(polyline_segments)(xy, lens)  # every (stroke, segment) slot
+  a, b, valid = (np.asarray(x) for x in (segments.a, segments.b, segments.valid))
+  counts = [int(_touches(a[i].astype(np.float64), b[i].astype(np.float64), valid[i], settings,
+                         margin=1e-3).sum()) for i in range(len(xy))]
   return _power_of_two(sum(counts) if batch_total else max(counts, default=0))
 
 
@@ -333,8 +325,7 @@ def stroke_coverage(ink: Ink, segments: Segments, num_strokes: int, settings: Ra
   side = tiles * settings.tile
   canvas = canvas.reshape(num_strokes, tiles, tiles, settings.tile, settings.tile)
   canvas = canvas.transpose(0, 1, 3, 2, 4).reshape(num_strokes, side, side)
-  overflowed = jnp.isnan(ink.values).any()  # `segment_ink` had too few pair rows
-  return jnp.where(overflowed, jnp.nan, canvas[:, :settings.size, :settings.size])
+  return jnp.where(ink.complete, canvas[:, :settings.size, :settings.size], jnp.nan)
 
 
 def downsample(samples: jax.Array, supersample: int) -> jax.Array:

@@ -172,6 +172,25 @@ def vector_explainer(model, params, class_names: Sequence[str], tokenizer: token
                    lambda d: list(normalize.normalize_sketchxai(d.sketch).strokes))
 
 
+def raster_cnn_on_soft_images(model: raster_classifier.RasterClassifier, params: Any,
+                              supersample: int):
+  """A trained raster CNN fed by the soft rasteriser instead of its hard one.
+
+  Returns (images float32[B, size, size] -> logits [B, C], the soft rasteriser's
+  settings for its input, strokes (any float[n, 2]) -> pixel polylines as the
+  classifier's tokeniser normalises them).
+  """
+  size = model.image_size
+  settings = sr.RasterSettings(size=size, line_width=float(model.line_width), edge=0.5,
+                               supersample=supersample)
+  resnet = ResNet18(model.num_classes, model.widths, model.blocks, model.norm_groups)
+  images_logits = lambda images: resnet.apply({"params": params["resnet"]},
+                                              images[..., None])[0]
+  to_pixels = lambda strokes: [np.asarray(sr.normalized_to_pixels(s, size)) for s in
+                               normalize.normalize_sketchxai(Sketch(tuple(strokes))).strokes]
+  return images_logits, settings, to_pixels
+
+
 def build_explainer(config: ml_collections.ConfigDict) -> tuple[Explainer, Any]:
   """(explainer, SketchXAINet params or None) of `config.model`."""
   kind, path = config.model.kind, config.model.path
@@ -188,14 +207,9 @@ def build_explainer(config: ml_collections.ConfigDict) -> tuple[Explainer, Any]:
     raise ValueError(f"unknown model.kind {kind!r}; expected 'doodlenet' or 'checkpoint'")
   model, params, names, trained = classify.load_trained(path)
   if isinstance(model, raster_classifier.RasterClassifier):
-    size = model.image_size
-    settings = sr.RasterSettings(size=size, line_width=float(model.line_width), edge=0.5,
-                                 supersample=config.raster.supersample)
-    resnet = ResNet18(model.num_classes, model.widths, model.blocks, model.norm_groups)
-    image_logits = lambda image: resnet.apply({"params": params["resnet"]},
-                                              image[None, ..., None])[0][0]
-    to_pixels = lambda strokes: [np.asarray(sr.normalized_to_pixels(s, size)) for s in
-                                 normalize.normalize_sketchxai(Sketch(tuple(strokes))).strokes]
+    images_logits, settings, to_pixels = raster_cnn_on_soft_images(model, params,
+                                                                   config.raster.supersample)
+    image_logits = lambda image: images_logits(image[None])[0]
     return raster_explainer(image_logits, names, settings, to_pixels, config), None
   t = trained.tokenizer
   tokenizer = tokenize.TokenizerConfig(
