@@ -26,6 +26,19 @@ setuptools.setup(
         "matplotlib>=3.9,<4",
         # TensorBoard event files without TensorFlow (flax/clu writers import TF).
         "tensorboardX>=2.6,<3",
+        # Image decoding (JPEG/PNG) for the photo and sketch readers.
+        "Pillow>=10,<14",
+        # The TFLite flatbuffer schema's generated reader, for the MobileNetV2 port
+        # (rather than a flatbuffer parser of our own).
+        "tflite>=2.18,<3",
+        # Pretrained ResNet/ViT weights in the model hubs' format, read as numpy.
+        "safetensors>=0.4,<1",
     ],
-    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"]},
+    extras_require={"test": [
+        "pytest>=8,<10", "pytest-xdist>=3.6,<4",
+        # The official TFLite runtime, to check the MobileNetV2 port against.
+        "ai-edge-litert>=1.2,<3",
+        # Reference average precision for the retrieval metrics.
+        "scikit-learn>=1.4,<2",
+    ]},
 )
