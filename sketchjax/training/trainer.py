@@ -40,11 +40,18 @@ class Objective:
     scalar metrics); train mode.
   evaluate: (params, global batch) -> dict of per-batch SUMS of scalar metrics
     including "count"; eval batches carry "weight" [B], 0 for padding examples.
+  stateful: the model carries state that is not trained by gradients (BatchNorm
+    statistics, negative queues). Then init returns (params, model_state),
+    loss is (params, model_state, batch, rng) -> (loss, (metrics, new
+    model_state)), and evaluate (and a custom eval) receive (params,
+    model_state) in place of params. Stateful objectives take the whole global
+    batch in one step (no micro-batches): their state updates are sequential.
   """
 
   init: Callable[[jax.Array, Batch], Any]
-  loss: Callable[[Any, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-  evaluate: Callable[[Any, Batch], dict[str, jax.Array]]
+  loss: Callable[..., tuple[jax.Array, Any]]
+  evaluate: Callable[[Any, Batch], dict[str, jax.Array]] | None
+  stateful: bool = False
 
 
 @flax.struct.dataclass
@@ -53,6 +60,11 @@ class TrainState:
   params: Any
   opt_state: optax.OptState
   rng: jax.Array  # typed key []; the dropout key of a step is fold_in(rng, step)
+  model_state: Any = flax.struct.field(default_factory=dict)  # {} unless stateful
+
+  def eval_variables(self, objective: Objective) -> Any:
+    """What objective.evaluate takes: params, or (params, model_state) if stateful."""
+    return (self.params, self.model_state) if objective.stateful else self.params
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -76,9 +88,10 @@ def _abstract_state(objective: Objective, tx: optax.GradientTransformation,
 
   def init(key: jax.Array, batch: Batch) -> TrainState:
     init_rng, train_rng = jax.random.split(key)
-    params = objective.init(init_rng, batch)
+    params, model_state = (objective.init(init_rng, batch) if objective.stateful
+                           else (objective.init(init_rng, batch), {}))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=tx.init(params), rng=train_rng)
+                      opt_state=tx.init(params), rng=train_rng, model_state=model_state)
 
   shapes = jax.eval_shape(init, jax.random.key(seed), example_batch)
   shardings = mesh_lib.state_shardings(shapes, mesh)
@@ -94,17 +107,31 @@ def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
 
   Gradients accumulate over `num_microbatches` (see `microbatch.py`).
   """
+  if objective.stateful and num_microbatches != 1:
+    raise ValueError(f"train.microbatches={num_microbatches}: a stateful objective "
+                     "(BatchNorm statistics, queues) trains on whole batches; set it to 1")
+
+  def loss_and_grads(state: TrainState, batch: Batch, dropout_rng: jax.Array):
+    """((loss, metrics), grads, new model state)."""
+    if not objective.stateful:
+      (loss, metrics), grads = microbatch.value_and_grad(
+          objective.loss, state.params, batch, dropout_rng,
+          num_microbatches=num_microbatches, num_shards=mesh.size)
+      return (loss, metrics), grads, state.model_state
+    (loss, (metrics, model_state)), grads = jax.value_and_grad(
+        lambda p: objective.loss(p, state.model_state, batch, dropout_rng), has_aux=True)(
+            state.params)
+    return (loss, metrics), grads, model_state
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     dropout_rng = jax.random.fold_in(state.rng, state.step)
-    (loss, metrics), grads = microbatch.value_and_grad(
-        objective.loss, state.params, batch, dropout_rng,
-        num_microbatches=num_microbatches, num_shards=mesh.size)
+    (loss, metrics), grads, model_state = loss_and_grads(state, batch, dropout_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
 
   return jax.jit(train_step, donate_argnums=0,
                  out_shardings=(state_shardings, mesh_lib.replicated(mesh)))
@@ -138,7 +165,8 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, objective: Objectiv
 
 def restore_params(workdir: str, objective: Objective, example_batch: Batch,
                    config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Any:
-  """Parameters of the latest checkpoint in workdir (for evaluation and inference)."""
+  """Parameters of the latest checkpoint in workdir (for evaluation and inference);
+  (params, model_state) for a stateful objective."""
   mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
   tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
   _, abstract, _ = _abstract_state(objective, tx, example_batch, config.seed, mesh)
@@ -153,7 +181,7 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
     raise FileNotFoundError(f"no checkpoint in {_checkpoint_dir(workdir)}")
   step, state = restored
   logging.info("restored parameters of step %d from %s", step, _checkpoint_dir(workdir))
-  return state.params
+  return state.eval_variables(objective)
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -225,9 +253,16 @@ def _next_global(train_iter: Iterator[Batch], mesh: Mesh, step: int) -> Batch:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        objective: Objective, train_iter: Iterator[Batch],
                        make_eval_iter: Callable[[], Iterable[Batch]] | None,
-                       mesh: Mesh | None = None) -> dict[str, float]:
+                       mesh: Mesh | None = None,
+                       custom_eval: Callable[[Any], dict[str, float]] | None = None,
+                       ) -> dict[str, float]:
   """Trains config.train.num_steps steps, resuming from the latest checkpoint in
   workdir, evaluating every eval_every steps and at the end.
+
+  custom_eval, where given, replaces the summed evaluation: it takes what
+  objective.evaluate would (params, or (params, model_state)) and returns
+  scalar metrics computed any way it likes (retrieval mAP over a whole test
+  set, say); they are logged like the summed ones.
 
   train_iter yields host-local batches (dicts of numpy arrays, axis 0 this
   process's part of the global batch); a grain iterator's position is
@@ -243,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     with jax.set_mesh(mesh):
       return _train_loop(config, workdir, objective, train_iter, make_eval_iter, mesh,
-                         checkpointer, writer)
+                         checkpointer, writer, custom_eval)
   finally:
     checkpointer.wait()  # Even on errors: the last checkpoint is finished, never torn.
     checkpointer.close()
@@ -254,7 +289,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
                 train_iter: Iterator[Batch],
                 make_eval_iter: Callable[[], Iterable[Batch]] | None, mesh: Mesh,
                 checkpointer: checkpoint_lib.Checkpointer,
-                writer: metrics_lib.MetricWriter) -> dict[str, float]:
+                writer: metrics_lib.MetricWriter,
+                custom_eval: Callable[[Any], dict[str, float]] | None) -> dict[str, float]:
   """train_and_evaluate inside the mesh context, with its checkpointer and writer."""
   train = config.train
   data_iterator = train_iter if checkpoint_lib.is_checkpointable_iterator(train_iter) else None
@@ -281,14 +317,16 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
                                 config.train.get("microbatches", 1))
 
   def run_eval(step: int) -> dict[str, float]:
-    result = evaluate(config, state.params, objective, make_eval_iter(), mesh)
+    variables = state.eval_variables(objective)
+    result = (custom_eval(variables) if custom_eval is not None else
+              evaluate(config, variables, objective, make_eval_iter(), mesh))
     writer.write(step, "eval", result)
     logging.info("eval at step %d: %s", step, result)
     return result
 
   def eval_due(step: int) -> bool:
-    return make_eval_iter is not None and (step % train.eval_every == 0 or
-                                           step >= train.num_steps)
+    has_eval = make_eval_iter is not None or custom_eval is not None
+    return has_eval and (step % train.eval_every == 0 or step >= train.num_steps)
 
   step = int(jax.device_get(state.step))
   log = _TrainLog(train.stop_on_nan, latest)
