@@ -173,6 +173,21 @@ def test_truncated_and_corrupt_images_raise(tmp_path, sketchy_dir):
     load_image(ImageItem(str(tmp_path / "gone.png"), "x", "sketch"))
 
 
+def test_verify_images_skips_and_counts(tmp_path, sketchy_dir):
+  data = (sketchy_dir / "photo/airplane/n02691156_10151.jpg").read_bytes()
+  (tmp_path / "photo/airplane").mkdir(parents=True)
+  (tmp_path / "photo/airplane/good.jpg").write_bytes(data)
+  (tmp_path / "photo/airplane/half.jpg").write_bytes(data[:len(data) // 2])
+  _write_image(tmp_path / "sketch/airplane/s.png")
+  photos, _ = folders.read_class_folders(tmp_path)  # listing does not decode
+  assert len(photos) == 2
+  with pytest.raises(ImageFormatError, match=r"half\.jpg: unreadable image"):
+    folders.verify_images(photos)
+  policy = BadInputPolicy("skip")
+  assert folders.verify_images(photos, policy=policy) == photos[:1]
+  assert policy.counts == {"unreadable image": 1}
+
+
 def test_grey_and_transparent_images_become_rgb_on_white(tmp_path):
   grey = tmp_path / "grey.png"
   Image.fromarray(np.full((4, 5), 7, np.uint8), "L").save(grey)

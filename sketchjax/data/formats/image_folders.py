@@ -18,7 +18,9 @@ file lists keep their line order; QuickDraw readers go by category
 (case-insensitive order, the project's class-id order) then row or line.
 
 Bad input raises `ImageFormatError` naming the file (and line), or, under a
-"skip" `BadInputPolicy`, is counted by kind and passed over.
+"skip" `BadInputPolicy`, is counted by kind and passed over. Readers list
+files without decoding them; `verify_images` decodes every file once, for a
+run that must not meet an unreadable image halfway.
 """
 
 from __future__ import annotations
@@ -223,12 +225,37 @@ def load_image(item: ImageItem, *, vector_size: int = 256) -> np.ndarray:
   are drawn (soft_rasterize's OFFICIAL settings scaled up: line 16 and
   padding 16 canvas units, anti-aliased).
   """
-  base, hash_, index = item.path.rpartition("#")
-  if hash_ and index.isdigit() and base.endswith(".npy"):
+  if not _is_quickdraw(item.path):
+    return _decode_file(item.path)
+  base, _, index = item.path.rpartition("#")
+  if base.endswith(".npy"):
     return _bitmap_image(base, int(index))
-  if hash_ and index.isdigit() and base.endswith(".ndjson"):
-    return _drawing_image(base, int(index), vector_size)
-  return _decode_file(item.path)
+  return _drawing_image(base, int(index), vector_size)
+
+
+def verify_images(items: Sequence[ImageItem], *,
+                  policy: BadInputPolicy | None = None) -> list[ImageItem]:
+  """The items whose image file decodes, in order; a bad file raises its
+  `ImageFormatError` or, under a skip policy, is counted and dropped.
+
+  QuickDraw items are kept as they are: their files were checked when read.
+  """
+  policy = policy or BadInputPolicy()
+  kept = []
+  for item in items:
+    if not _is_quickdraw(item.path):
+      try:
+        _decode_file(item.path)
+      except ImageFormatError as e:
+        policy.handle(e)
+        continue
+    kept.append(item)
+  return kept
+
+
+def _is_quickdraw(path: str) -> bool:
+  base, hash_, index = path.rpartition("#")
+  return bool(hash_) and index.isdigit() and base.endswith((".npy", ".ndjson"))
 
 
 def _decode_file(path: str) -> np.ndarray:
