@@ -223,7 +223,9 @@ def load_image(item: ImageItem, *, vector_size: int = 256) -> np.ndarray:
   bitmap rows (white ink on black) come back inverted, 28 x 28. QuickDraw
   drawings are rendered vector_size x vector_size as the official bitmaps
   are drawn (soft_rasterize's OFFICIAL settings scaled up: line 16 and
-  padding 16 canvas units, anti-aliased).
+  padding 16 canvas units, anti-aliased; the first call at a new padded shape
+  compiles, about a second). Errors are `SketchFormatError`s naming the file
+  (`ImageFormatError` for images and bitmaps, the ndjson line for drawings).
   """
   if not _is_quickdraw(item.path):
     return _decode_file(item.path)
