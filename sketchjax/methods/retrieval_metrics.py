@@ -106,9 +106,10 @@ def per_query_metrics(score_tile: ScoreTile, num_queries: int, query_labels: np.
   query_labels = np.asarray(query_labels)
   gallery_labels = np.asarray(gallery_labels)
   num_gallery = len(gallery_labels)
-  if query_labels.shape != (num_queries,) or gallery_labels.ndim != 1 or tile < 1:
-    raise ValueError(f"query_labels {query_labels.shape} must be [{num_queries}], "
-                     f"gallery_labels {gallery_labels.shape} 1-D, tile {tile} >= 1")
+  if (num_queries < 1 or query_labels.shape != (num_queries,) or gallery_labels.ndim != 1
+      or tile < 1):
+    raise ValueError(f"query_labels {query_labels.shape} must be [{num_queries}] (>= 1 "
+                     f"query), gallery_labels {gallery_labels.shape} 1-D, tile {tile} >= 1")
   if query_match is not None:
     query_match = np.asarray(query_match, np.int32)
     if query_match.shape != (num_queries,) or np.any(query_match < 0) or np.any(
@@ -122,7 +123,7 @@ def per_query_metrics(score_tile: ScoreTile, num_queries: int, query_labels: np.
   score_sharding = NamedSharding(mesh, P(None, mesh.axis_names))
   replicated = NamedSharding(mesh, P())
 
-  outputs = []
+  pending = []  # per tile (start, stop, device outputs): tiles run while the host prepares
   for start in range(0, num_queries, tile):
     stop = min(start + tile, num_queries)
     scores = score_tile(start, stop)
@@ -139,12 +140,17 @@ def per_query_metrics(score_tile: ScoreTile, num_queries: int, query_labels: np.
     match = np.full((tile,), _NO_MATCH, np.int32)
     if query_match is not None:
       match[:stop - start] = query_match[start:stop]
-    out = tile_fn(scores, jax.device_put(rows, replicated), jax.device_put(match, replicated))
-    if query_match is None:
-      out = {k: v for k, v in out.items() if not k.startswith("acc_at_")}
-    outputs.append({k: np.asarray(v)[:stop - start] for k, v in out.items()})
-    if np.any(outputs[-1].pop("nan_scores")):
+    pending.append((start, stop, tile_fn(scores, jax.device_put(rows, replicated),
+                                         jax.device_put(match, replicated))))
+    if len(pending) > 1:  # at most two tiles' scores alive at once
+      jax.block_until_ready(pending[-2][2])
+  outputs = []
+  for start, stop, out in pending:
+    out = {k: np.asarray(v)[:stop - start] for k, v in out.items()
+           if query_match is not None or not k.startswith("acc_at_")}
+    if np.any(out.pop("nan_scores")):
       raise ValueError(f"score_tile({start}, {stop}) has NaN scores")
+    outputs.append(out)
   return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -174,8 +180,7 @@ def embedding_scores(query_emb: np.ndarray, gallery_emb: np.ndarray, tile: int,
   gallery = np.pad(gallery, ((0, -len(gallery) % devices), (0, 0)))
   gallery = jax.device_put(gallery, NamedSharding(mesh, P(mesh.axis_names)))
   replicated = NamedSharding(mesh, P())
-  matmul = jax.jit(lambda q, g: q @ g.T,
-                   out_shardings=NamedSharding(mesh, P(None, mesh.axis_names)))
+  matmul = _matmul_fn(mesh)
 
   def score_tile(start: int, stop: int) -> jax.Array:
     block = np.zeros((tile, queries.shape[1]), np.float32)
@@ -205,6 +210,13 @@ def top_k_retrieval(query_emb: np.ndarray, gallery_emb: np.ndarray, k: int, *,
     indices.append(np.asarray(index)[:stop - start])
     scores.append(np.asarray(values)[:stop - start])
   return np.concatenate(indices), np.concatenate(scores)
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_fn(mesh: Mesh):
+  """Jitted (queries [T, d] replicated, gallery [Ngp, d] split) -> [T, Ngp] gallery-split."""
+  return jax.jit(lambda q, g: q @ g.T,
+                 out_shardings=NamedSharding(mesh, P(None, mesh.axis_names)))
 
 
 def _relevant_table(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
