@@ -11,6 +11,7 @@ from PIL import Image
 
 from sketchjax.data import image_pipeline, sbir_splits, tfds_sbir
 from sketchjax.data.formats.image_folders import load_image
+from sketchjax.data.image_preprocess import Preprocess
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 CLASSES = ("airplane", "cat", "zebra")  # Sketchy classes that are also QuickDraw ones
@@ -117,11 +118,14 @@ def test_tfds_and_in_memory_sources_give_the_same_batches(builder, split):
   _assert_batches_equal(a, b)
   assert a[0]["sketch"].shape == a[0]["photo"].shape == (8, SIZE, SIZE, 3)
   assert a[0]["sketch"].dtype == np.float32 and a[0]["label"].dtype == np.int32
-  test = _items(split.test, "photo")
-  a = list(image_pipeline.image_eval_batches(test, global_batch_size=4, preprocess=_preprocess))
-  b = list(image_pipeline.image_eval_batches(tfds_sbir.load_split(builder, "test_photo"),
-                                             global_batch_size=4, preprocess=_preprocess))
-  _assert_batches_equal(a, b)
+  for modality in ("photo", "sketch"):
+    zse = Preprocess("zse", 24)  # the official sketch crop and photo resize
+    a = list(image_pipeline.image_eval_batches(_items(split.test, modality), global_batch_size=4,
+                                               preprocess=zse))
+    b = list(image_pipeline.image_eval_batches(tfds_sbir.load_split(builder, f"test_{modality}"),
+                                               global_batch_size=4, preprocess=zse))
+    _assert_batches_equal(a, b)
+    assert a[0]["image"].shape == (4, 24, 24, 3)
 
 
 def _which(pixels: np.ndarray, table: np.ndarray) -> int:
