@@ -80,7 +80,8 @@ def _assemble(path: pathlib.Path, arrays: dict[str, np.ndarray], like: Variables
   leaves = traverse_util.flatten_dict(like)
   used = set()
   out = {}
-  for leaf_path, leaf in leaves.items():
+  # "params" first, so that a missing layer is reported by its weight rather than its statistics.
+  for leaf_path, leaf in sorted(leaves.items(), key=lambda item: item[0][0] != "params"):
     shape = tuple(leaf.shape)
     where = f"model leaf {'/'.join(leaf_path)} {shape}"
     source = source_of(leaf_path, shape)
