@@ -13,7 +13,7 @@ from scipy.special import erf
 
 from sketchjax.models import pretrained_weights, torchvision_resnet, vit_image
 
-# --- ResNet-18 in torchvision's state-dict layout --------------------------------------------------
+# --- ResNet-18 in torchvision's state-dict layout ------------------------------------------------
 
 
 def torchvision_resnet18_state(seed: int, num_classes: int = 1000) -> dict[str, np.ndarray]:
@@ -138,7 +138,8 @@ def test_resnet_bad_files_name_file_and_key(tmp_path, resnet18_file):
   misshapen = dict(state, **{"fc.weight": state["fc.weight"][:10]})
   path = tmp_path / "misshapen.safetensors"
   safetensors.numpy.save_file(misshapen, path)
-  with pytest.raises(ValueError, match=re.escape(f"{path}: weight 'fc.weight' has shape (10, 512)")):
+  message = f"{path}: weight 'fc.weight' has shape (10, 512)"
+  with pytest.raises(ValueError, match=re.escape(message)):
     pretrained_weights.load_torchvision_resnet(path, like)
 
   # A ResNet-18 file loaded into a ResNet-34: the first block the file lacks is named.
@@ -157,7 +158,7 @@ def test_resnet_bad_files_name_file_and_key(tmp_path, resnet18_file):
     pretrained_weights.load_torchvision_resnet(tmp_path / "nowhere.safetensors", like)
 
 
-# --- ViT in timm's and Google's layouts --------------------------------------------------------------
+# --- ViT in timm's and Google's layouts ---------------------------------------------------------
 
 D, LAYERS, HEADS, MLP, PATCH = 192, 4, 3, 768, 16  # vit_image.vit_small
 
@@ -204,8 +205,9 @@ def google_vit_arrays(seed: int, grid: int) -> dict[str, np.ndarray]:
       arrays[f"{b}MultiHeadDotProductAttention_1/{part}/bias"] = r(HEADS, hd)
     arrays[f"{b}MultiHeadDotProductAttention_1/out/kernel"] = r(HEADS, hd, D)
     arrays[f"{b}MultiHeadDotProductAttention_1/out/bias"] = r(D)
-    arrays[f"{b}MlpBlock_3/Dense_0/kernel"], arrays[f"{b}MlpBlock_3/Dense_0/bias"] = r(D, MLP), r(MLP)
-    arrays[f"{b}MlpBlock_3/Dense_1/kernel"], arrays[f"{b}MlpBlock_3/Dense_1/bias"] = r(MLP, D), r(D)
+    for dense, (fan_in, fan_out) in (("Dense_0", (D, MLP)), ("Dense_1", (MLP, D))):
+      arrays[f"{b}MlpBlock_3/{dense}/kernel"] = r(fan_in, fan_out)
+      arrays[f"{b}MlpBlock_3/{dense}/bias"] = r(fan_out)
   return arrays
 
 
@@ -213,7 +215,9 @@ def plain_from_timm(s: dict[str, np.ndarray]) -> dict:
   """timm arrays -> plain matrices (x @ W, W [in, out]) for `np_vit`."""
   blocks = []
   for i in range(LAYERS):
-    g = lambda name: s[f"blocks.{i}.{name}"]  # noqa: E731, B023
+    def g(name, i=i):
+      return s[f"blocks.{i}.{name}"]
+
     qkv_w, qkv_b = g("attn.qkv.weight"), g("attn.qkv.bias")
     blocks.append({"ln1": (g("norm1.weight"), g("norm1.bias")),
                    "q": (qkv_w[:D].T, qkv_b[:D]), "k": (qkv_w[D:2 * D].T, qkv_b[D:2 * D]),
@@ -231,9 +235,13 @@ def plain_from_google(a: dict[str, np.ndarray]) -> dict:
   """Google's arrays -> plain matrices for `np_vit` (kernel [D, heads, hd] -> [D, D])."""
   blocks = []
   for i in range(LAYERS):
-    g = lambda name: a[f"Transformer/encoderblock_{i}/{name}"]  # noqa: E731, B023
-    attn = lambda part: (g(f"MultiHeadDotProductAttention_1/{part}/kernel").reshape(D, D),  # noqa: E731, B023
-                         g(f"MultiHeadDotProductAttention_1/{part}/bias").reshape(D))
+    def g(name, i=i):
+      return a[f"Transformer/encoderblock_{i}/{name}"]
+
+    def attn(part):
+      return (g(f"MultiHeadDotProductAttention_1/{part}/kernel").reshape(D, D),
+              g(f"MultiHeadDotProductAttention_1/{part}/bias").reshape(D))
+
     blocks.append({"ln1": (g("LayerNorm_0/scale"), g("LayerNorm_0/bias")),
                    "q": attn("query"), "k": attn("key"), "v": attn("value"), "o": attn("out"),
                    "ln2": (g("LayerNorm_2/scale"), g("LayerNorm_2/bias")),

@@ -84,7 +84,10 @@ def _assemble(path: pathlib.Path, arrays: dict[str, np.ndarray], like: Variables
   for leaf_path, leaf in sorted(leaves.items(), key=lambda item: item[0][0] != "params"):
     shape = tuple(leaf.shape)
     where = f"model leaf {'/'.join(leaf_path)} {shape}"
-    source = source_of(leaf_path, shape)
+    try:
+      source = source_of(leaf_path, shape)
+    except ValueError as error:
+      raise ValueError(f"{path}: {where}: {error}") from None
     if source is None:
       raise ValueError(f"{path}: {where} has no counterpart in this file's format")
     if source.key not in arrays:
@@ -96,7 +99,8 @@ def _assemble(path: pathlib.Path, arrays: dict[str, np.ndarray], like: Variables
     try:
       value = np.asarray(source.convert(np.asarray(value, np.float32)), np.float32)
     except ValueError as error:
-      raise ValueError(f"{path}: weight '{source.key}' {value.shape} for {where}: {error}") from None
+      raise ValueError(f"{path}: weight '{source.key}' {value.shape} for {where}: "
+                       f"{error}") from None
     if value.shape != shape:
       raise ValueError(f"{path}: weight '{source.key}' converts to shape {value.shape}, "
                        f"{where} needs {shape}")
@@ -154,7 +158,7 @@ def load_torchvision_resnet(path: str | pathlib.Path, like: Variables) -> Variab
                    or (not head and key.startswith("fc.")))
 
 
-# --- ViT --------------------------------------------------------------------------------------------
+# --- ViT ------------------------------------------------------------------------------------------
 
 
 def _pos_embed_source(key: str, shape: Shape) -> _Source:

@@ -94,14 +94,14 @@ def vit_small(num_classes: int | None = None, **kwargs) -> ImageViT:
 
 
 def resize_pos_embed(pos_embed: jax.Array, grid: tuple[int, int]) -> jax.Array:
-  """[1, 1 + h*w, D] position embeddings of a square h x w patch grid -> [1, 1 + grid[0]*grid[1], D].
+  """[1, 1 + n*n, D] position embeddings of a square n x n patch grid -> [1, 1 + gh*gw, D]
+  for grid = (gh, gw).
 
   The [CLS] embedding is kept; the grid's are resized bilinearly (half-pixel
   centres, edges clamped; `jax.image.resize`, antialiased when shrinking).
   """
-  cells = pos_embed.shape[1] - 1
-  side = round(cells ** 0.5)
-  if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or side * side != cells:
+  side = round((pos_embed.shape[1] - 1) ** 0.5) if pos_embed.ndim == 3 else 0
+  if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or side * side != pos_embed.shape[1] - 1:
     raise ValueError(f"resize_pos_embed expects [1, 1 + n*n, D] embeddings of a square grid, "
                      f"got shape {pos_embed.shape}")
   if (side, side) == tuple(grid):
