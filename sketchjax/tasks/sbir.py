@@ -19,6 +19,7 @@ Results go to `<workdir>/eval_<split>.json` (evaluate modes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any, Sequence
@@ -103,10 +104,26 @@ def load_split(config: ml_collections.ConfigDict) -> sbir_splits.SbirSplit:
                               (quickdraw / "simplified", quickdraw / "extra" / "simplified"))
   policy = BadInputPolicy(data.on_bad_image)
   split = sbir_splits.make_split(data.split, dirs, policy=policy)
+  if data.classes:
+    split = _keep_classes(split, data.classes.split(","))
   logging.info("split %s: %s (%d train / %d test classes)%s", split.name, split.counts(),
                len(split.train.classes), len(split.test.classes),
                "" if not policy.counts else f"; {policy.summary()}")
   return split
+
+
+def _keep_classes(split: sbir_splits.SbirSplit, classes: Sequence[str]) -> sbir_splits.SbirSplit:
+  """The split restricted to `classes` (on both sides; labels renumbered)."""
+
+  def side(s: sbir_splits.SplitSide) -> sbir_splits.SplitSide:
+    keep = [c for c in s.classes if c in classes]
+    return sbir_splits.SplitSide(tuple(i for i in s.photos if i.label in keep),
+                                 tuple(i for i in s.sketches if i.label in keep), tuple(keep))
+
+  unknown = sorted(set(classes) - set(split.train.classes) - set(split.test.classes))
+  if unknown:
+    raise ValueError(f"data.classes: {unknown} are not classes of the {split.name} split")
+  return dataclasses.replace(split, train=side(split.train), test=side(split.test))
 
 
 def preprocess_of(config: ml_collections.ConfigDict) -> image_preprocess.Preprocess:

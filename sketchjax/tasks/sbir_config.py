@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   # "category" | "zeroshot_sketchy25" | "zeroshot_sketchy21" | "finegrained_sketchy25" |
   # "cross_pacs" | "quickdraw_photo" (sketchjax/data/sbir_splits.py documents each).
   c.data.split = "category"
+  c.data.classes = ""  # comma-separated: keep only these classes of the split ("" = all)
   c.data.sketchy_dir = str(SHARED / "data" / "sketchy")
   c.data.pacs_dir = str(SHARED / "data" / "tuberlin_pacs")
   c.data.quickdraw_dir = str(SHARED / "data" / "quickdraw")
@@ -78,6 +79,7 @@ def base_config() -> ml_collections.ConfigDict:
 def smoke(c: ml_collections.ConfigDict) -> None:
   """A few steps at a tiny size, for tests."""
   c.data.image_size = 32
+  c.data.classes = "airplane,cat,dog,horse,zebra"
   c.model.embed_dim = 32
   c.train.batch_size = 8
   c.train.eval_batch_size = 16
