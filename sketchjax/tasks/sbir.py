@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 from typing import Any, Sequence
 
@@ -45,7 +46,6 @@ from sketchjax.training import trainer
 
 CONFIG_FILE = "config.json"
 GALLERY_FILE = "gallery.npz"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> encoders.SketchPhotoEncoder:
@@ -285,9 +285,11 @@ def gallery_items(folder: str | pathlib.Path) -> list[ImageItem]:
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"no gallery folder at {folder}: set --config.retrieve.gallery_dir")
-  files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+  files = sorted(pathlib.Path(root, name) for root, _, names in os.walk(folder, followlinks=True)
+                 for name in names if name.lower().endswith(image_folders.IMAGE_SUFFIXES))
   if not files:
-    raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the gallery folder")
+    raise ValueError(f"{folder}: no images ({', '.join(image_folders.IMAGE_SUFFIXES)}) in the "
+                     "gallery folder")
   return [ImageItem(str(p), p.parent.name if p.parent != folder else "", "photo") for p in files]
 
 
