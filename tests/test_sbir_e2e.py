@@ -136,3 +136,17 @@ def test_bad_queries_and_workdirs_fail_clearly(trained, tmp_path):
     config = _config("evaluate_init")
     config.data.classes = "unicorn"
     sbir.run(config, str(tmp_path))
+
+
+def test_training_from_the_tfds_build(data_dir, tmp_path):
+  """data.source=tfds: the split is written once as array_record and trained from;
+  the pairs are the same as from the files (same first loss)."""
+  losses = {}
+  for source in ("files", "tfds"):
+    config = _config("train")
+    config.data.update(source=source, classes="", tfds_dir=str(tmp_path / "tfds"))
+    config.train.update(num_steps=1, log_every=1, eval_every=100)
+    sbir.run(config, str(tmp_path / source))
+    losses[source] = _rows(tmp_path / source, "train")[0]["loss"]
+  assert list((tmp_path / "tfds").glob("sbir_images/category/1.0.0/*.array_record*"))
+  np.testing.assert_allclose(losses["tfds"], losses["files"], rtol=1e-6)

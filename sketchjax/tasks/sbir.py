@@ -34,6 +34,7 @@ import numpy as np
 from sketchjax.data import image_pipeline
 from sketchjax.data import image_preprocess
 from sketchjax.data import sbir_splits
+from sketchjax.data import tfds_sbir
 from sketchjax.data.formats import image_folders
 from sketchjax.data.image_items import ImageItem, Modality
 from sketchjax.data.records import BadInputPolicy
@@ -99,11 +100,8 @@ def sbir_objective(model: encoders.SketchPhotoEncoder, config: ml_collections.Co
 def load_split(config: ml_collections.ConfigDict) -> sbir_splits.SbirSplit:
   """The split of `config.data.split` from the configured folders, counts logged."""
   data = config.data
-  quickdraw = pathlib.Path(data.quickdraw_dir)
-  dirs = sbir_splits.DataDirs(pathlib.Path(data.sketchy_dir), pathlib.Path(data.pacs_dir),
-                              (quickdraw / "simplified", quickdraw / "extra" / "simplified"))
   policy = BadInputPolicy(data.on_bad_image)
-  split = sbir_splits.make_split(data.split, dirs, policy=policy)
+  split = sbir_splits.make_split(data.split, sbir_splits.DataDirs.under(data.dir), policy=policy)
   if data.classes:
     split = _keep_classes(split, data.classes.split(","))
   logging.info("split %s: %s (%d train / %d test classes)%s", split.name, split.counts(),
@@ -124,6 +122,23 @@ def _keep_classes(split: sbir_splits.SbirSplit, classes: Sequence[str]) -> sbir_
   if unknown:
     raise ValueError(f"data.classes: {unknown} are not classes of the {split.name} split")
   return dataclasses.replace(split, train=side(split.train), test=side(split.test))
+
+
+def train_sources(config: ml_collections.ConfigDict, split: sbir_splits.SbirSplit,
+                  workdir: pathlib.Path) -> tuple[Any, Any]:
+  """(photo source, sketch source) of the split's training side: the files, or
+  the TFDS build of the split (written once under data.tfds_dir)."""
+  data = config.data
+  if data.source == "files":
+    return (image_pipeline.ItemSource(split.train.photos, split.train.classes),
+            image_pipeline.ItemSource(split.train.sketches, split.train.classes))
+  if data.source != "tfds":
+    raise ValueError(f"unknown data.source {data.source!r}; expected 'files' or 'tfds'")
+  if data.classes:
+    raise ValueError("data.classes restricts the split in memory; the TFDS build holds the "
+                     "whole split: use data.source=files with it")
+  builder = tfds_sbir.build(data.tfds_dir or workdir / "tfds", data.dir, data.split)
+  return tuple(tfds_sbir.load_split(builder, f"train_{m}") for m in ("photo", "sketch"))
 
 
 def preprocess_of(config: ml_collections.ConfigDict) -> image_preprocess.Preprocess:
@@ -213,9 +228,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   mesh = mesh_lib.make_mesh(config.mesh.fsdp)
   model = build_model(config.model)
   train_iter = image_pipeline.pair_train_iterator(
-      image_pipeline.ItemSource(split.train.photos, split.train.classes),
-      image_pipeline.ItemSource(split.train.sketches, split.train.classes),
-      global_batch_size=config.train.batch_size, seed=config.seed,
+      *train_sources(config, split, workdir), global_batch_size=config.train.batch_size, seed=config.seed,
       preprocess=preprocess_of(config), pairing=split.pairing,
       cache=config.data.cache_images)
   objective = sbir_objective(model, config, mesh)

@@ -34,9 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
   # "cross_pacs" | "quickdraw_photo" (sketchjax/data/sbir_splits.py documents each).
   c.data.split = "category"
   c.data.classes = ""  # comma-separated: keep only these classes of the split ("" = all)
-  c.data.sketchy_dir = str(SHARED / "data" / "sketchy")
-  c.data.pacs_dir = str(SHARED / "data" / "tuberlin_pacs")
-  c.data.quickdraw_dir = str(SHARED / "data" / "quickdraw")
+  # A folder in the layout of ../shared/data: sketchy/, tuberlin_pacs/,
+  # quickdraw/simplified/ and quickdraw/extra/simplified/ (each split reads what it needs).
+  c.data.dir = str(SHARED / "data")
+  # "files": decode the image files; "tfds": build the split once as array_record
+  # (sketchjax/data/tfds_sbir.py) under data.tfds_dir and train from it.
+  c.data.source = "files"
+  c.data.tfds_dir = ""  # "" = <workdir>/tfds
   c.data.preprocess = "mobilenet"  # "mobilenet" | "zse" | "dfsbir" (data/image_preprocess.py)
   c.data.image_size = 96  # 224 faithful
   c.data.on_bad_image = "raise"  # "raise" | "skip" (counted in the log)
