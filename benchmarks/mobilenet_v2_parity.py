@@ -20,7 +20,6 @@ import time
 
 import jax
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 
 from sketchjax.data.imagenet_classes import SKETCHY_TO_IMAGENET
@@ -36,21 +35,6 @@ def load_photos(folder: pathlib.Path) -> tuple[np.ndarray, list[str]]:
   images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR))
                      for p in paths])
   return images, [p.parent.name for p in paths]
-
-
-def litert_probabilities(path: pathlib.Path, images: np.ndarray) -> tuple[np.ndarray, tuple]:
-  """LiteRT's dequantised output probabilities [N, 1001], one image per invoke, and the input
-  quantisation (scale, zero point)."""
-  interpreter = Interpreter(model_path=str(path))
-  interpreter.allocate_tensors()
-  (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
-  rows = []
-  for image in images:
-    interpreter.set_tensor(inp["index"], image[None])
-    interpreter.invoke()
-    rows.append(interpreter.get_tensor(outp["index"])[0])
-  scale, zero = outp["quantization"]
-  return (np.stack(rows).astype(np.float32) - zero) * scale, inp["quantization"]
 
 
 def batched(fn, images: np.ndarray, batch: int) -> np.ndarray:
@@ -94,7 +78,7 @@ def main() -> None:
     print(f"\n{file}\n{header}")
     for name, (images, classes) in datasets.items():
       start = time.perf_counter()
-      litert, (in_scale, in_zero) = litert_probabilities(path, images)
+      litert, (in_scale, in_zero) = tflite_reference.litert_probabilities(path, images)
       litert_rate = len(images) / (time.perf_counter() - start)
       batched(port, images[:args.batch].astype(np.float32), args.batch)  # compile
       start = time.perf_counter()

@@ -19,7 +19,8 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _need(path: pathlib.Path) -> pathlib.Path:
+def need(path: pathlib.Path) -> pathlib.Path:
+  """`path`, or skip the test with the reason where it is absent."""
   if not path.exists():
     pytest.skip(f"real data not found at {path}: these tests need the project's "
                 "../shared folder next to the checkout")
@@ -29,10 +30,22 @@ def _need(path: pathlib.Path) -> pathlib.Path:
 @pytest.fixture
 def quickdraw_dir() -> pathlib.Path:
   """../shared/data/quickdraw (skips the test where it is absent)."""
-  return _need(SHARED_DATA / "quickdraw")
+  return need(SHARED_DATA / "quickdraw")
+
+
+@pytest.fixture
+def sketchy_dir() -> pathlib.Path:
+  """../shared/data/sketchy (skips the test where it is absent)."""
+  return need(SHARED_DATA / "sketchy")
+
+
+@pytest.fixture
+def pacs_dir() -> pathlib.Path:
+  """../shared/data/tuberlin_pacs (skips the test where it is absent)."""
+  return need(SHARED_DATA / "tuberlin_pacs")
 
 
 @pytest.fixture
 def pretrained_dir() -> pathlib.Path:
   """../shared/pretrained (skips the test where it is absent)."""
-  return _need(SHARED_PRETRAINED)
+  return need(SHARED_PRETRAINED)

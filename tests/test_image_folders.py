@@ -10,33 +10,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from conftest import SHARED_DATA
 from sketchjax.data.formats import image_folders as folders
 from sketchjax.data.formats.image_folders import ImageFormatError, load_image
 from sketchjax.data.image_items import ImageItem
 from sketchjax.data.records import BadInputPolicy, SketchFormatError
 
-
-def _need(path: pathlib.Path) -> pathlib.Path:
-  if not path.exists():
-    pytest.skip(f"real data not found at {path}: these tests need the project's "
-                "../shared folder next to the checkout")
-  return path
-
-
-@pytest.fixture
-def sketchy_dir() -> pathlib.Path:
-  return _need(SHARED_DATA / "sketchy")
-
-
-@pytest.fixture
-def pacs_dir() -> pathlib.Path:
-  return _need(SHARED_DATA / "tuberlin_pacs")
-
-
-@pytest.fixture
-def quickdraw_dir() -> pathlib.Path:
-  return _need(SHARED_DATA / "quickdraw")
 
 
 def _write_image(path: pathlib.Path, value: int = 0, size: int = 8) -> pathlib.Path:

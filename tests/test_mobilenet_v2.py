@@ -10,6 +10,7 @@ from PIL import Image
 
 from sketchjax.data.imagenet_classes import (SKETCHY_TO_IMAGENET, SKETCHY_UNMAPPED,
                                              imagenet_to_sketchy)
+from conftest import need
 from sketchjax.models import tflite_reference, tflite_weights
 from sketchjax.models.mobilenet_v2 import MobileNetV2, load_mobilenet_v2
 
@@ -21,25 +22,18 @@ PHOTOS = ("sketchy/photo/zebra", "sketchy/photo/tiger", "sketchy/photo/airplane"
           "tuberlin_pacs/photo/dog", "tuberlin_pacs/photo/horse")
 
 
-def _need(path: pathlib.Path) -> pathlib.Path:
-  if not path.exists():
-    pytest.skip(f"real data not found at {path}: these tests need the project's ../shared folder "
-                "next to the checkout")
-  return path
-
-
 @pytest.fixture
 def mobilenet_dir(pretrained_dir) -> pathlib.Path:
-  return _need(pretrained_dir / "mobilenet_v2")
+  return need(pretrained_dir / "mobilenet_v2")
 
 
 @pytest.fixture
 def photos(pretrained_dir) -> np.ndarray:
   """uint8[10, 224, 224, 3]: the first photo of each folder in PHOTOS, bilinear-resized."""
-  root = _need(pretrained_dir.parent / "data")
+  root = need(pretrained_dir.parent / "data")
   images = []
   for folder in PHOTOS:
-    first = sorted(_need(root / folder).iterdir())[0]
+    first = sorted(need(root / folder).iterdir())[0]
     image = Image.open(first).convert("RGB").resize((224, 224), Image.BILINEAR)
     images.append(np.asarray(image))
   return np.stack(images)
@@ -102,25 +96,11 @@ def test_weights_match_litert_reader(mobilenet_dir, file):
   assert per_channel == ("ptq" in file)
 
 
-def _litert_probabilities(path: pathlib.Path, photos: np.ndarray) -> tuple[np.ndarray, tuple]:
-  from ai_edge_litert.interpreter import Interpreter
-  interpreter = Interpreter(model_path=str(path))
-  interpreter.allocate_tensors()
-  (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
-  assert inp["dtype"] == np.uint8 and outp["dtype"] == np.uint8
-  rows = []
-  for photo in photos:
-    interpreter.set_tensor(inp["index"], photo[None])
-    interpreter.invoke()
-    rows.append(interpreter.get_tensor(outp["index"])[0])
-  scale, zero = outp["quantization"]
-  return (np.stack(rows).astype(np.float32) - zero) * scale, inp["quantization"]
-
-
 @pytest.mark.parametrize("file", FILES)
 def test_parity_with_litert_on_real_photos(mobilenet_dir, photos, file):
   model, variables, _ = load_mobilenet_v2(mobilenet_dir / file)
-  litert, (in_scale, in_zero) = _litert_probabilities(mobilenet_dir / file, photos)
+  litert, (in_scale, in_zero) = tflite_reference.litert_probabilities(mobilenet_dir / file,
+                                                                      photos)
   port = np.asarray(jax.nn.softmax(model.apply(variables, photos / 127.5 - 1.0)[0]))
   # Same top-1 wherever LiteRT's is clear (0.2 above its second); near-ties may flip, as
   # activation quantisation moves probabilities by up to ~0.15 (a QAT teapot: eggnog 0.43 vs
@@ -168,7 +148,7 @@ def test_broken_graph_names_file_and_operator(mobilenet_dir, tmp_path):
 
 
 def test_sketchy_imagenet_table(mobilenet_dir):
-  sketchy = _need(mobilenet_dir.parents[1] / "data" / "sketchy" / "photo")
+  sketchy = need(mobilenet_dir.parents[1] / "data" / "sketchy" / "photo")
   classes = {path.name for path in sketchy.iterdir()}
   assert len(classes) == 125
   assert set(SKETCHY_TO_IMAGENET) | set(SKETCHY_UNMAPPED) == classes

@@ -38,6 +38,7 @@ from PIL import Image
 
 from sketchjax.data.formats.image_folders import load_image
 from sketchjax.data.image_items import ImageItem
+from sketchjax.data.pipeline import process_batch_size
 
 Preprocess = Callable[[np.ndarray, str], np.ndarray]  # (uint8 [H,W,3], modality) -> [S,S,3]
 Pairing = Literal["instance", "class"]
@@ -148,14 +149,6 @@ class _Pixels:
     return pixels
 
 
-def _local_batch_size(global_batch_size: int) -> int:
-  processes = jax.process_count()
-  if global_batch_size % processes:
-    raise ValueError(f"global batch {global_batch_size} does not split over "
-                     f"{processes} processes")
-  return global_batch_size // processes
-
-
 def _instance_partners(photos: ImageSource, sketches: ImageSource) -> np.ndarray:
   """int [num_sketches]: the index of each sketch's own photo."""
   own: dict[tuple[int, str], int] = {}
@@ -232,7 +225,7 @@ def pair_train_iterator(photo_source, sketch_source, *, global_batch_size: int, 
             "label": np.int32(sketches.labels[sketch])}
 
   ds = ds.map(read).to_iter_dataset()
-  return iter(ds.batch(_local_batch_size(global_batch_size), drop_remainder=True,
+  return iter(ds.batch(process_batch_size(global_batch_size), drop_remainder=True,
                        batch_fn=_stack))
 
 
@@ -261,7 +254,7 @@ def image_eval_batches(source, *, global_batch_size: int, preprocess: Preprocess
             "index": np.int32(index if real else -1), "weight": np.float32(real)}
 
   ds = grain.MapDataset.range(padded)[jax.process_index()::jax.process_count()].map(read)
-  return ds.to_iter_dataset().batch(_local_batch_size(global_batch_size),
+  return ds.to_iter_dataset().batch(process_batch_size(global_batch_size),
                                     drop_remainder=True, batch_fn=_stack)
 
 

@@ -77,7 +77,8 @@ def _tokenize(examples: Sequence[Example], config: tokenize.TokenizerConfig,
                                  weights=[e.weight for e in examples], stats=stats)
 
 
-def _local_batch_size(global_batch_size: int) -> int:
+def process_batch_size(global_batch_size: int) -> int:
+  """This process's share of a global batch (ValueError if it does not split)."""
   processes = jax.process_count()
   if global_batch_size % processes:
     raise ValueError(f"global batch {global_batch_size} does not split over "
@@ -98,7 +99,7 @@ def train_iterator(source: Sequence[Record], *, global_batch_size: int, seed: in
   if augmentation != Augmentation():
     ds = ds.random_map(augmentation)
   batch_fn = functools.partial(_tokenize, config=tokenizer, stats=stats)
-  return iter(ds.to_iter_dataset().batch(_local_batch_size(global_batch_size),
+  return iter(ds.to_iter_dataset().batch(process_batch_size(global_batch_size),
                                          drop_remainder=True, batch_fn=batch_fn))
 
 
@@ -123,5 +124,5 @@ def eval_batches(source: Sequence[Record], *, global_batch_size: int,
   ds = grain.MapDataset.range(padded)[jax.process_index()::jax.process_count()]
   ds = ds.map(read)
   batch_fn = functools.partial(_tokenize, config=tokenizer, stats=stats)
-  return ds.to_iter_dataset().batch(_local_batch_size(global_batch_size),
+  return ds.to_iter_dataset().batch(process_batch_size(global_batch_size),
                                     drop_remainder=True, batch_fn=batch_fn)

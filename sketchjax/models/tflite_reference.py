@@ -13,6 +13,8 @@ FULLY_CONNECTED, RESHAPE, SOFTMAX, QUANTIZE, DEQUANTIZE.
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,25 @@ def graph_forward(graph: tflite_weights.TfliteGraph, inputs: jax.Array, *,
     y = _apply(graph, op, args)
     values[op.outputs[0]] = _fake_quant(y, graph.tensors[op.outputs[0]]) if fake_quant else y
   return values[graph.outputs[0]]
+
+
+def litert_probabilities(path: str | pathlib.Path,
+                         images: np.ndarray) -> tuple[np.ndarray, tuple[float, int]]:
+  """The official runtime's output: LiteRT's dequantised probabilities [N, 1001] of
+  uint8 images [N, 224, 224, 3], one image an invoke (its XNNPACK delegate cannot
+  resize these graphs to a batch), and the input quantisation (scale, zero point).
+  Needs `ai-edge-litert` (a test dependency)."""
+  from ai_edge_litert.interpreter import Interpreter  # pylint: disable=import-outside-toplevel
+  interpreter = Interpreter(model_path=str(path))
+  interpreter.allocate_tensors()
+  (inp,), (outp,) = interpreter.get_input_details(), interpreter.get_output_details()
+  if inp["dtype"] != np.uint8 or outp["dtype"] != np.uint8:
+    raise ValueError(f"{path}: expected uint8 input and output, got {inp['dtype']} and "
+                     f"{outp['dtype']}")
+  rows = []
+  for image in images:
+    interpreter.set_tensor(inp["index"], image[None])
+    interpreter.invoke()
+    rows.append(interpreter.get_tensor(outp["index"])[0])
+  scale, zero = outp["quantization"]
+  return (np.stack(rows).astype(np.float32) - zero) * scale, inp["quantization"]
