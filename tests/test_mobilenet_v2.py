@@ -4,6 +4,7 @@ import pathlib
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -164,3 +165,14 @@ def test_sketchy_imagenet_table(mobilenet_dir):
     assert names[SKETCHY_TO_IMAGENET[sketchy_class][0]].startswith(label), sketchy_class
   assert names[SKETCHY_TO_IMAGENET["dog"][-1]].startswith("Mexican hairless")
   assert names[SKETCHY_TO_IMAGENET["wading_bird"][-1]].startswith("limpkin")
+
+
+def test_headless_backbone_returns_pooled_features():
+  images = jnp.zeros((2, 64, 64, 3))
+  model = MobileNetV2(num_classes=None)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), images)
+  assert "classifier" not in shapes["params"] and "head" in shapes["params"]
+  variables = model.init(jax.random.key(0), images)
+  pooled, aux = model.apply(variables, images)
+  assert pooled.shape == (2, 1280) and "logits" not in aux
+  np.testing.assert_array_equal(pooled, aux["pooled"])

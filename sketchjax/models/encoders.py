@@ -35,8 +35,8 @@ BACKBONES = ("mobilenet_v2", "resnet18", "resnet34", "vit_b16", "vit_small")
 def _backbone(name: str, mobilenet_batch_norm: bool, dtype: Any) -> nn.Module:
   """The headless backbone module called "backbone" inside an ImageEncoder."""
   if name == "mobilenet_v2":
-    # MobileNetV2 always has its 1001-way classifier; the encoder reads only "pooled".
-    return mobilenet_v2.MobileNetV2(batch_norm=mobilenet_batch_norm, dtype=dtype, name="backbone")
+    return mobilenet_v2.MobileNetV2(num_classes=None, batch_norm=mobilenet_batch_norm,
+                                    dtype=dtype, name="backbone")
   if name == "resnet18":
     return torchvision_resnet.resnet18(num_classes=None, dtype=dtype, name="backbone")
   if name == "resnet34":
@@ -164,6 +164,8 @@ def _load_backbone(model: ImageEncoder | SketchPhotoEncoder, path: pathlib.Path,
       raise ValueError(f"{path}: the TFLite MobileNetV2 weights are BatchNorm-folded (conv + "
                        "bias); build the encoder with mobilenet_batch_norm=False to load them")
     _, loaded, _ = mobilenet_v2.load_mobilenet_v2(path)
+    # The ImageNet classifier is not part of the backbone.
+    loaded = {"params": {k: v for k, v in loaded["params"].items() if k != "classifier"}}
     _check_like(path, loaded, like)
     return loaded
   if model.backbone.startswith("resnet"):

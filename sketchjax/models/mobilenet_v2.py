@@ -97,7 +97,8 @@ class MobileNetV2(nn.Module):
   """MobileNetV2-1.0 classifier.
 
   Attributes:
-    num_classes: outputs of the classifier (1001 for the ImageNet files).
+    num_classes: outputs of the classifier (1001 for the ImageNet files);
+      None: no classifier (a backbone), the first output is then "pooled".
     batch_norm: False: conv + bias (the BN-folded form of the pretrained
       weights); True: conv without bias + BatchNorm, for training from random
       init ("batch_stats" in the variables; train=True needs
@@ -105,17 +106,18 @@ class MobileNetV2(nn.Module):
     dtype: computation dtype (parameters stay float32).
   """
 
-  num_classes: int = 1001
+  num_classes: int | None = 1001
   batch_norm: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array, *,
                train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """float32[B, H, W, 3] in [-1, 1] -> (logits [B, num_classes], intermediates).
+    """float32[B, H, W, 3] in [-1, 1] -> (logits [B, num_classes] or pooled,
+    intermediates).
 
     Intermediates: "feature_map" [B, H/32, W/32, 1280] (after the last
-    ReLU6), "pooled" [B, 1280] (its spatial mean), "logits".
+    ReLU6), "pooled" [B, 1280] (its spatial mean), "logits" (with a classifier).
     """
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] % 32 or images.shape[2] % 32:
       raise ValueError(f"MobileNetV2 expects images [B, H, W, 3] with H and W multiples of 32, "
@@ -126,6 +128,8 @@ class MobileNetV2(nn.Module):
       x = InvertedResidual(expansion, features, stride, name=f"block{index}", **kw)(x, train)
     feature_map = ConvUnit(HEAD_CHANNELS, name="head", **kw)(x, train)
     pooled = feature_map.astype(jnp.float32).mean(axis=(1, 2))
+    if self.num_classes is None:
+      return pooled, {"feature_map": feature_map, "pooled": pooled}
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(pooled)
     logits = logits.astype(jnp.float32)
     return logits, {"feature_map": feature_map, "pooled": pooled, "logits": logits}
