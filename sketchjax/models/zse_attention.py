@@ -232,11 +232,12 @@ def kernel_matrix(sketch: jax.Array, photo: jax.Array) -> jax.Array:
   float32[B, A, A'] (`rn.py::cos_similar`: no eps, 0/0 -> 0). Zero-norm anchors give 0 with
   finite gradients (the code's NaN -> 0, without NaN in the backward pass)."""
   s, p = sketch.astype(jnp.float32), photo.astype(jnp.float32)
-  ns, np_ = jnp.linalg.norm(s, axis=-1), jnp.linalg.norm(p, axis=-1)
-  ok = (ns > 0)[:, :, None] & (np_ > 0)[:, None, :]
+  ss, sp = jnp.sum(s * s, -1), jnp.sum(p * p, -1)
+  ok = (ss > 0)[:, :, None] & (sp > 0)[:, None, :]
+  # sqrt of 1 where a norm is 0, so that neither branch of the where has a NaN gradient.
+  ns, np_ = jnp.sqrt(jnp.where(ss > 0, ss, 1.0)), jnp.sqrt(jnp.where(sp > 0, sp, 1.0))
   dots = jnp.einsum("bic,bjc->bij", s, p)
-  safe_s, safe_p = jnp.where(ns > 0, ns, 1.0), jnp.where(np_ > 0, np_, 1.0)
-  return jnp.where(ok, dots / safe_s[:, :, None] / safe_p[:, None, :], 0.0)
+  return jnp.where(ok, dots / ns[:, :, None] / np_[:, None, :], 0.0)
 
 
 def rn_widths(anchors: int) -> tuple[int, int]:
