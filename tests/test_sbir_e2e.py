@@ -150,3 +150,9 @@ def test_training_from_the_tfds_build(data_dir, tmp_path):
     losses[source] = _rows(tmp_path / source, "train")[0]["loss"]
   assert list((tmp_path / "tfds").glob("sbir_images/category/1.0.0/*.array_record*"))
   np.testing.assert_allclose(losses["tfds"], losses["files"], rtol=1e-6)
+
+
+def test_untrained_floor_uses_the_backbone_features(data_dir, tmp_path):
+  result = sbir.run(_config("evaluate_init"), str(tmp_path))
+  assert result["checkpoint"] == "untrained" and 0.0 < result["map_all"] <= 1.0
+  assert json.loads((tmp_path / "eval_init_category.json").read_text()) == result

@@ -6,8 +6,8 @@ Modes (`config.mode`):
     generic trainer (exact resume, metrics.jsonl, TensorBoard); the retrieval
     metrics of the split's test set at every eval; `retrieval.png` at the end.
   evaluate: the workdir's latest checkpoint on the split's test set.
-  evaluate_init: the initial encoders, untrained (ImageNet MobileNetV2 features
-    with a random projection, or random): the floor a trained model must beat.
+  evaluate_init: the initial backbones' pooled features, untrained (ImageNet
+    MobileNetV2's, or a random network's): the floor a trained model must beat.
   embed: the embeddings of a gallery folder to `<workdir>/gallery.npz`
     (`embeddings` [N, D] float32, `paths`, `labels`) for a vector database.
   retrieve: the top-k photos of one query sketch (an image file, or
@@ -153,24 +153,31 @@ def _example_batch(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 
 def embed_items(model: encoders.SketchPhotoEncoder, variables: dict, items: Sequence[ImageItem],
                 modality: Modality, config: ml_collections.ConfigDict,
-                mesh: jax.sharding.Mesh) -> np.ndarray:
-  """[len(items), D] float32 unit embeddings, in the order of `items`."""
+                mesh: jax.sharding.Mesh, backbone_features: bool = False) -> np.ndarray:
+  """[len(items), D] float32 unit embeddings, in the order of `items`; with
+  `backbone_features`, the backbone's own features [len(items), F] (pooled,
+  before the projection), which the metrics L2-normalise."""
   method = model.encode_photo if modality == "photo" else model.encode_sketch
-  encode = jax.jit(lambda v, x: method.__func__(model.bind(v), x, train=False)[0],
+
+  def features_of(variables, images):
+    embeddings, aux = method.__func__(model.bind(variables), images, train=False)
+    return {"out": aux["features"] if backbone_features else embeddings}
+
+  # Every process gets every row (replicated), with its global index and weight.
+  encode = jax.jit(lambda v, b: {**features_of(v, b["image"]), "index": b["index"],
+                                  "weight": b["weight"]},
                    out_shardings=mesh_lib.replicated(mesh))
-  out = np.zeros((len(items), model.embed_dim), np.float32)
+  out = None
   batches = image_pipeline.image_eval_batches(
       image_pipeline.ItemSource(items, sorted({i.label for i in items})),
       global_batch_size=config.train.eval_batch_size, preprocess=preprocess_of(config))
   with jax.set_mesh(mesh):
     for batch in batches:
-      global_batch = mesh_lib.to_global(batch, mesh)
-      emb = np.asarray(jax.device_get(encode(variables, global_batch["image"])))
-      index, weight = (np.asarray(jax.device_get(jax.jit(
-          lambda a: a, out_shardings=mesh_lib.replicated(mesh))(global_batch[k])))
-          for k in ("index", "weight"))
-      keep = weight > 0
-      out[index[keep]] = emb[keep]
+      result = jax.device_get(encode(variables, mesh_lib.to_global(batch, mesh)))
+      if out is None:
+        out = np.zeros((len(items), result["out"].shape[1]), np.float32)
+      keep = result["weight"] > 0
+      out[result["index"][keep]] = result["out"][keep]
   return out
 
 
@@ -182,11 +189,11 @@ def _instance_matches(queries: Sequence[ImageItem], gallery: Sequence[ImageItem]
 
 def evaluate_split(model: encoders.SketchPhotoEncoder, variables: dict,
                    split: sbir_splits.SbirSplit, config: ml_collections.ConfigDict,
-                   mesh: jax.sharding.Mesh) -> dict[str, float]:
+                   mesh: jax.sharding.Mesh, backbone_features: bool = False) -> dict[str, float]:
   """Retrieval metrics of the test sketches (queries) against the test photos."""
   sketches, photos = split.test.sketches, split.test.photos
-  query = embed_items(model, variables, sketches, "sketch", config, mesh)
-  gallery = embed_items(model, variables, photos, "photo", config, mesh)
+  query = embed_items(model, variables, sketches, "sketch", config, mesh, backbone_features)
+  gallery = embed_items(model, variables, photos, "photo", config, mesh, backbone_features)
   labels = [np.array([split.test.label_index(i) for i in items]) for items in (sketches, photos)]
   match = _instance_matches(sketches, photos) if split.relevance == "instance" else None
   return retrieval_metrics.retrieval_metrics(
@@ -278,7 +285,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 
 
 def evaluate_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """Retrieval metrics of the initial, untrained encoders (the floor)."""
+  """Retrieval metrics of the initial, untrained backbones' pooled features
+  (ImageNet MobileNetV2's 1280-d, or a random network's): the floor."""
   mesh = mesh_lib.make_mesh(config.mesh.fsdp)
   model = build_model(config.model)
   objective = sbir_objective(model, config, mesh)
@@ -287,7 +295,8 @@ def evaluate_init(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> d
   split = load_split(config)
   result = {"split": config.data.split, "checkpoint": "untrained",
             "pretrained": config.model.pretrained,
-            **evaluate_split(model, {"params": params, **model_state}, split, config, mesh)}
+            **evaluate_split(model, {"params": params, **model_state}, split, config, mesh,
+                             backbone_features=True)}
   _write_result(workdir, f"eval_init_{config.data.split}.json", result)
   return result
 
