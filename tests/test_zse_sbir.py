@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from sketchjax.models import mobilenet_v2, vit_image, zse_attention, zse_sbir
+from sketchjax.models import mobilenet_v2, pretrained_weights, vit_image, zse_attention, zse_sbir
 
 B = 2
 TINY = dict(image_size=64, patch_size=16, hidden=32, num_layers=2, num_heads=2, mlp_dim=64,
@@ -29,7 +29,7 @@ def images(seed: int, size: int = 64, batch: int = B) -> jax.Array:
 @functools.lru_cache(maxsize=None)
 def tiny_params(keep_rates=None) -> dict:
   model = tiny(keep_rates=keep_rates)
-  return model.init(jax.random.key(0), images(0), images(1))
+  return jax.jit(model.init)(jax.random.key(0), images(0), images(1))
 
 
 def flat(tree) -> dict:
@@ -188,8 +188,8 @@ def run_both(variables, a: dict, b: dict, sketches=None, photos=None):
 def test_ca_convention_switch_changes_only_the_cross_attention():
   variables = tiny_params()
   code, figure = run_both(variables, {}, {"ca_convention": "figure"})
-  assert shapes(tiny_params()) == shapes(tiny(ca_convention="figure").init(
-      jax.random.key(0), images(0), images(1)))
+  assert shapes(tiny_params()) == shapes(jax.eval_shape(tiny(ca_convention="figure").init,
+                                                        jax.random.key(0), images(0), images(1)))
   for modality in ("sketch", "photo"):
     np.testing.assert_array_equal(code[f"sa_{modality}"]["tokens"],
                                   figure[f"sa_{modality}"]["tokens"])
@@ -399,7 +399,6 @@ def test_google_vit_npz_fills_the_backbone_and_matches_image_vit(tmp_path):
   # Photos (no conv stem under conv_stem="sketch") go through exactly a ViT with these weights.
   vit = vit_image.ImageViT(patch_size=16, hidden=32, num_layers=2, num_heads=2, mlp_dim=64)
   like = jax.eval_shape(vit.init, jax.random.key(0), images(0))
-  from sketchjax.models import pretrained_weights
   vit_tokens = vit.apply(pretrained_weights.load_google_vit(path, like), images(12))[1]["tokens"]
   sa = apply(model, loaded, images(12), method=zse_sbir.ZseSbir.encode, modality="photo")
   np.testing.assert_allclose(sa["tokens"], vit_tokens, atol=2e-5)
@@ -411,16 +410,22 @@ def test_google_vit_npz_fills_the_backbone_and_matches_image_vit(tmp_path):
 
 def test_mobilenet_tokens_from_the_imagenet_tflite_weights(pretrained_dir):
   path = pretrained_dir / "mobilenet_v2" / "mobilenet_v2_1.0_224_quant.tflite"
-  model = zse_sbir.zse_mobilenet(num_layers=1, hidden=32, num_heads=2, mlp_dim=64,
-                                 stem_features=(8, 8, 8, 8), ca_heads=2, ca_mlp_dim=32,
-                                 rn_dim=16)
-  variables = zse_sbir.init_variables(model, jax.random.key(0), pretrained=path)
+  model = zse_sbir.zse_mobilenet()
+  x = jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.float32)
+  like = jax.eval_shape(model.init, jax.random.key(0), x, x)
+  variables = zse_sbir.load_pretrained(model, jax.tree.map(jnp.zeros_like, like), path)
+  assert np.abs(flat(variables["params"])["sa/token_proj/kernel"]).max() == 0  # untouched
   reference, reference_variables, _ = mobilenet_v2.load_mobilenet_v2(path)
-  x = images(13, size=256)
-  feature_map = reference.apply(reference_variables, x)[1]["feature_map"]
-  ours = zse_sbir.MobileNetFeatures().apply(
-      {"params": variables["params"]["sa"]["mobilenet"]}, x)
+  image = images(13, size=256, batch=1)
+  feature_map = jax.jit(reference.apply)(reference_variables, image)[1]["feature_map"]
+  ours = jax.jit(zse_sbir.MobileNetFeatures().apply)(
+      {"params": variables["params"]["sa"]["mobilenet"]}, image)
   np.testing.assert_allclose(ours, feature_map, atol=1e-5)
-  logits, aux = apply(model, variables, x, images(14, size=256))
-  assert logits.shape == (B,) and aux["kernel"].shape == (B, 16, 16)
-  assert np.all(np.isfinite(logits))
+
+
+def test_init_variables_with_a_pretrained_file(tmp_path):
+  path = tmp_path / "ViT.npz"
+  arrays = google_vit_npz(path, 4, d=32, layers=2, heads=2, mlp=64, grid=4)
+  variables = zse_sbir.init_variables(tiny(), jax.random.key(0), pretrained=path)
+  np.testing.assert_array_equal(variables["params"]["sa"]["cls"], arrays["cls"])
+  assert shapes(variables) == shapes(tiny_params())

@@ -130,10 +130,6 @@ class _Projections(nn.Module):
     """[B, T, heads, head_dim] -> [B, T, D]."""
     return self.out(heads)
 
-  def __call__(self, x: jax.Array) -> jax.Array:  # creates every parameter (init)
-    return self.output(self.project("value", x) + self.project("query", x)
-                       + self.project("key", x))
-
 
 def kept_token_counts(num_patches: int, keep_rates: tuple[float, ...] | None,
                       num_layers: int) -> tuple[int | None, ...]:

@@ -6,15 +6,24 @@ Faithful to the official code (buptLinfy/ZSE-SBIR at 88f87f7; spec
 ../shared/specs/sbir_dfsbir_and_zse.md, 3.2-3.4, 3.6, 3.8), with switches where the paper's figure
 or our judgement differs. Defaults are the code's:
 
-| part | default (code) | switch | whose |
-|---|---|---|---|
-| tokenizer | (PatchEmbed(x) + ConvStem(x)) / 2 for both modalities (one SA on cat(sk, im)) | `conv_stem="sketch"`: photos get PatchEmbed only (a plain ViT), as the figure draws ("Linear" photo path; the authors' best setting) | figure |
-| token selection | off (`keep_rate = (1,)*12`) | `keep_rates=PAPER_KEEP_RATES`: 90% kept at blocks 4, 7, 10 (196 -> 177 -> 160 -> 144); the kept tokens go straight to the kernel matrix (no 2x2 conv, 144 anchors, RN 20736 -> 1728 -> 144 -> 1, the code's `anchor=144` head) | paper; the selection fixed (ours, see `zse_attention`) |
-| CA Q/K/V | sketch side: Q sketch, K photo, V sketch (and the mirror for photos); residual on V | `ca_convention="figure"`: Q own, K and V the other modality's; residual on the own (query) tokens | code / figure |
-| CA LayerNorm | a (x - mean) / (unbiased std + 1e-6) + b, post-LN | - | code |
-| before the 2x2 conv | the raw `view(B, D, g, g)` of the [B, g*g, D] tokens (each "channel" mixes all tokens) | `token_reshape="spatial"`: reshape to [B, g, g, D] | code / ours |
-| kernel matrix | cosine of 49 x 49 anchors (512-d), 0/0 -> 0 | - | code; gradients kept finite (ours) |
-| RN | 2401 -> 343 -> 49 -> 1 with ReLU and dropout | - | code; we return the logit before the sigmoid (fp32 ranking, spec 3.6) |
+- tokenizer: (PatchEmbed(x) + ConvStem(x)) / 2 for both modalities, as the code (one SA on
+  cat(sk, im)). `conv_stem="sketch"`: photos get PatchEmbed only (a plain ViT), as the paper's
+  figure draws it (a "Linear" photo path; the authors' best setting).
+- token selection: off, as the code (`keep_rate = (1,)*12`). `keep_rates=PAPER_KEEP_RATES`: the
+  paper's EViT setting, 90% kept at blocks 4, 7 and 10 (196 -> 177 -> 160 -> 144); the kept
+  tokens then go straight to the kernel matrix (no 2x2 conv: 144 anchors, the code's `anchor=144`
+  RN 20736 -> 1728 -> 144 -> 1). The selection itself is fixed (ours; `zse_attention`).
+- CA Q/K/V: the code's: sketch side Q sketch, K photo, V sketch (photo side mirrored), residual
+  on V. `ca_convention="figure"`: Q own, K and V the other modality's (the figure's Q_i with K_s,
+  V_s), residual on the own (query) tokens (ours: the figure does not say).
+- CA LayerNorm: the code's a (x - mean) / (unbiased std + 1e-6) + b, post-LN.
+- before the 2x2 conv: the code's raw `view(B, D, g, g)` of the [B, g*g, D] tokens (each
+  "channel" mixes all tokens). `token_reshape="spatial"`: reshape to [B, g, g, D] (ours, the
+  evident intent).
+- kernel matrix: the code's cosine of 49 x 49 anchors (512-d), 0/0 -> 0; ours keeps the
+  gradients of zero anchors finite.
+- RN: the code's 2401 -> 343 -> 49 -> 1 with ReLU and dropout; we return the logit before the
+  sigmoid (fp32 ranking, spec 3.6) and the sigmoid as "scores".
 
 Other differences from the code, all ours: the SA LayerNorm eps is `sa_ln_eps` (1e-6, the eps
 Google's ViT-B/16 .npz was trained with; the code's torch LayerNorm uses 1e-5); parameter
@@ -123,9 +132,10 @@ class SelfAttention(nn.Module):
       x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=za.dense_init,
                    name="token_proj")(x)
     if use_stem:
-      x = (x + ConvStem((*self.stem_features, self.hidden), self.dtype, name="conv_stem")(images)) / 2
+      stem = ConvStem((*self.stem_features, self.hidden), self.dtype, name="conv_stem")
+      x = (x + stem(images)) / 2
     batch = x.shape[0]
-    x = x.reshape(batch, -1, self.hidden)  # row-major h * w + w, as `rearrange(b c h w -> b (h w) c)`
+    x = x.reshape(batch, -1, self.hidden)  # row-major, as `rearrange(b c h w -> b (h w) c)`
     cls = self.param("cls", nn.initializers.zeros, (1, 1, self.hidden))
     x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.hidden)).astype(x.dtype), x], 1)
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (1,) + x.shape[1:])
