@@ -5,6 +5,12 @@ process and device counts, and hands the config to its task's `run`.
 Bad input (flags, config overrides, data, workdirs) ends the run with one
 `error: <message>` line on stderr and exit status 1; `--verbose_errors`
 shows the traceback instead.
+
+Exit statuses: 0 done; 1 bad input; 75 preempted: a training run stopped on
+SIGTERM or SIGINT after checkpointing the step it was in (one
+`preempted: <where>` line on stderr); the same command resumes it and ends
+with the numbers of an uninterrupted run. A scheduler can requeue on 75
+(SLURM: `#SBATCH --signal=TERM@120` and `scontrol requeue`).
 """
 
 import logging as logging_std
@@ -25,6 +31,7 @@ from sketchjax.tasks import sbir
 from sketchjax.tasks import sketch_rnn_samples
 from sketchjax.tasks import sli
 from sketchjax.training import checkpoint
+from sketchjax.training import preemption
 
 TASKS = {"classify": classify.run, "sli": sli.run, "attribution": attribution.run,
          "sketch_rnn_samples": sketch_rnn_samples.run, "sbir": sbir.run}
@@ -69,10 +76,10 @@ class _HideLibraryInfo(logging_std.Filter):
     return record.levelno >= logging_std.WARNING or not noisy
 
 
-def _fail(message: str) -> NoReturn:
-  """Prints `error: <message>` (on one line) to stderr and exits with status 1."""
-  print("error: " + re.sub(r"\s*\n\s*", " ", message.strip()), file=sys.stderr)
-  sys.exit(1)
+def _fail(message: str, prefix: str = "error", status: int = 1) -> NoReturn:
+  """Prints `<prefix>: <message>` (on one line) to stderr and exits with `status`."""
+  print(f"{prefix}: " + re.sub(r"\s*\n\s*", " ", message.strip()), file=sys.stderr)
+  sys.exit(status)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -113,6 +120,8 @@ def main(argv):
     if config.task not in TASKS:
       raise app.UsageError(f"unknown task {config.task!r}; expected one of {list(TASKS)}")
     TASKS[config.task](config, _WORKDIR.value)
+  except preemption.Preempted as stop:
+    _fail(str(stop), prefix="preempted", status=preemption.EXIT_STATUS)
   except EXPECTED_ERRORS as error:
     if _VERBOSE_ERRORS.value:
       raise

@@ -1,11 +1,13 @@
 """Exact resume: runs SIGKILLed at random moments (also mid async checkpoint
-write) end bit-identical to an uninterrupted run; a corrupt latest checkpoint
-falls back to the previous one; checkpoints of another model are refused."""
+write), and runs preempted by SIGTERM or SIGINT at random steps, end
+bit-identical to an uninterrupted run; a corrupt latest checkpoint falls back
+to the previous one; checkpoints of another model are refused."""
 
 import json
 import os
 import pathlib
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -35,17 +37,19 @@ TIMING = ("steps_per_sec", "examples_per_sec")  # the only metrics allowed to di
 RUN_TIMEOUT_S = 120
 
 
-def _start(workdir: pathlib.Path, log: pathlib.Path) -> subprocess.Popen:
+def _start(workdir: pathlib.Path, log: pathlib.Path,
+           command: tuple[str, ...] = tuple(COMMAND)) -> subprocess.Popen:
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"), PYTHONUNBUFFERED="1")
   with open(log, "w") as out:
-    return subprocess.Popen([*COMMAND, f"--workdir={workdir}"], cwd=REPO, env=env,
+    return subprocess.Popen([*command, f"--workdir={workdir}"], cwd=REPO, env=env,
                             stdout=out, stderr=subprocess.STDOUT)
 
 
-def _finish(proc: subprocess.Popen, log: pathlib.Path) -> None:
-  if proc.wait(timeout=RUN_TIMEOUT_S) != 0:
-    raise AssertionError(f"run failed ({proc.returncode}):\n{log.read_text()[-3000:]}")
+def _finish(proc: subprocess.Popen, log: pathlib.Path, status: int = 0) -> None:
+  if proc.wait(timeout=RUN_TIMEOUT_S) != status:
+    raise AssertionError(f"run ended with {proc.returncode}, not {status}:\n"
+                         f"{log.read_text()[-3000:]}")
 
 
 def _wait_until(proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
@@ -112,6 +116,47 @@ def test_runs_killed_at_random_moments_end_bit_identical(tmp_path):
   assert any(torn for _, _, _, torn in kills), f"no kill landed mid-write: {kills}"
   assert not _torn(checkpoints)  # Replaced by the new saves of their steps.
   assert _rows(resumed) == _rows(reference)
+  jax.tree.map(np.testing.assert_array_equal, _final_state(resumed), _final_state(reference))
+
+
+# Preemption: SIGTERM, then SIGINT, at random moments of the training loop.
+# Logging every 4 steps, so that most stops fall between two log lines.
+PREEMPT_COMMAND = (*COMMAND[:5], "--config.train.checkpoint_every=5",
+                   "--config.train.log_every=4")
+
+
+def test_runs_preempted_at_random_steps_end_bit_identical(tmp_path):
+  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+  _finish(_start(reference, tmp_path / "reference.log", PREEMPT_COMMAND),
+          tmp_path / "reference.log")
+
+  rng = random.Random(7)  # Seeds the signal moments.
+  stops = []
+  for run, (sig, after_eval) in enumerate([(signal.SIGTERM, 3), (signal.SIGINT, 9)]):
+    log = tmp_path / f"run{run}.log"
+    proc = _start(resumed, log, PREEMPT_COMMAND)
+    # The smoke config evaluates every 3 steps; steps take ~0.1-0.5 s here.
+    _wait_until(proc, lambda: f"eval at step {after_eval}:" in log.read_text())
+    time.sleep(rng.uniform(0.0, 0.4))
+    proc.send_signal(sig)
+    _finish(proc, log, status=75)
+    text = log.read_text()
+    stop = re.search(rf"preempted: {sig.name} received: stopped after step (\d+) of "
+                     rf"{NUM_STEPS}; the checkpoint of step \1 is in .*; run the same "
+                     r"command to resume\n", text)
+    assert stop, text[-3000:]
+    step = int(stop.group(1))
+    assert str(step) in os.listdir(resumed / "checkpoints")
+    if stops:
+      assert f"resumed from the checkpoint of step {stops[-1][1]} " in text
+    stops.append((sig.name, step))
+  log = tmp_path / "final.log"
+  _finish(_start(resumed, log, PREEMPT_COMMAND), log)
+  print("stops (signal, step):", stops)
+
+  assert f"resumed from the checkpoint of step {stops[-1][1]} " in log.read_text()
+  assert _rows(resumed) == _rows(reference)
+  assert [r["step"] for r in _rows(resumed) if r["split"] == "train"] == [4, 8, 12]
   jax.tree.map(np.testing.assert_array_equal, _final_state(resumed), _final_state(reference))
 
 

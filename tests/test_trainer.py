@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import flax.linen as nn
 import grain
@@ -235,3 +236,85 @@ def test_stateful_objective_refuses_microbatches(tmp_path):
   config.train.microbatches = 2
   with pytest.raises(ValueError, match="stateful"):
     trainer.train_and_evaluate(config, str(tmp_path), _stateful_objective(), _train_iter(), None)
+
+
+# Preemption: a signal during the eval of step 5 (custom_eval sends it to this
+# process) stops the run after the next step with a checkpoint; resumed, it
+# ends like an uninterrupted run, down to the log means that straddle the stop.
+
+def _preemption_run(workdir, num_steps: int = 10, signal_at: int | None = None,
+                    signum: int = signal.SIGTERM):
+  config = _config(num_steps, checkpoint_every=100)
+  config.train.log_every = 4  # The stop falls between two log lines.
+
+  def custom_eval(params):
+    step = len([r for r in _read_metrics(workdir) if r["split"] == "eval"]) * 5 + 5
+    if step == signal_at:
+      signal.raise_signal(signum)
+    return {"mean_kernel": float(jnp.mean(params["params"]["Dense_0"]["kernel"]))}
+
+  return trainer.train_and_evaluate(config, str(workdir), _objective(), _train_iter(), None,
+                                    custom_eval=custom_eval)
+
+
+def _rows_without_timing(workdir) -> list[dict]:
+  timing = ("steps_per_sec", "examples_per_sec")
+  return [{k: v for k, v in r.items() if k not in timing} for r in _read_metrics(workdir)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_preemption_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  _preemption_run(workdir)
+  return workdir
+
+
+@pytest.mark.parametrize("several_processes", [False, True])
+def test_signal_stops_after_the_step_with_a_checkpoint_and_resumes_exactly(
+    uninterrupted_preemption_run, tmp_path, monkeypatch, caplog, several_processes):
+  # With several processes the requests are all-gathered after each step (here
+  # over the one process there is): the same step.
+  monkeypatch.setattr(trainer, "_several_processes", lambda: several_processes)
+  handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+  with pytest.raises(trainer.Preempted) as stop:
+    _preemption_run(tmp_path, signal_at=5,
+                    signum=signal.SIGINT if several_processes else signal.SIGTERM)
+  expected_step = 6
+  assert stop.value.step == expected_step
+  assert f"stopped after step {expected_step} of 10" in str(stop.value)
+  assert handlers == {sig: signal.getsignal(sig) for sig in handlers}  # restored
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == [str(expected_step)]
+  assert [r["step"] for r in _read_metrics(tmp_path) if r["split"] == "train"] == [4]
+  with caplog.at_level("INFO"):
+    _preemption_run(tmp_path)
+  assert f"resumed from the checkpoint of step {expected_step}" in caplog.text
+  assert _rows_without_timing(tmp_path) == _rows_without_timing(uninterrupted_preemption_run)
+  resumed, uninterrupted = _params(tmp_path, _config(10)), _params(
+      uninterrupted_preemption_run, _config(10))
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+
+
+def _tensorboard_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+  """{tag: [(step, value)]} of the event files in `folder` (TFRecord framing:
+  uint64 length, uint32 crc, event proto, uint32 crc)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  scalars = {}
+  for path in sorted(folder.glob("events.out.tfevents*")):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+  return scalars
+
+
+def test_tensorboard_has_the_curves_of_metrics_jsonl(full_run):
+  workdir, _ = full_run
+  scalars = _tensorboard_scalars(workdir / "tensorboard")
+  train = [r for r in _read_metrics(workdir) if r["split"] == "train"]
+  for name in ("loss", "grad_norm", "learning_rate", "steps_per_sec", "examples_per_sec"):
+    assert scalars[f"train/{name}"] == [(r["step"], pytest.approx(r[name], rel=1e-6))
+                                        for r in train]
+  assert [step for step, _ in scalars["eval/mse"]] == [5, 10]

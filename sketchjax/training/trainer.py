@@ -25,9 +25,11 @@ from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import metrics as metrics_lib
 from sketchjax.training import microbatch
 from sketchjax.training import optim
+from sketchjax.training import preemption
 from sketchjax.training import progress as progress_lib
 
 Batch = dict[str, Any]
+Preempted = preemption.Preempted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +199,15 @@ def _checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
+def _unlogged_path(workdir: str) -> str:
+  """Metrics of the steps after the last log line of a preempted run."""
+  return os.path.join(workdir, "unlogged_train_metrics.npz")
+
+
 def _examples(batch: Batch) -> int:
-  """Global batch size: axis 0 of the arrays other than packed_index."""
-  return next(a.shape[0] for name, a in batch.items() if name != mesh_lib.PACKED_INDEX)
+  """Global batch size: axis 0 of the arrays other than the shard-major packed_* ones."""
+  return next(a.shape[0] for name, a in batch.items()
+              if not name.startswith(mesh_lib.SHARD_MAJOR_PREFIX))
 
 
 class _TrainLog:
@@ -241,6 +249,34 @@ class _TrainLog:
     self._since_log = []
     return means
 
+  def save_unlogged(self, path: str, step: int) -> None:
+    """Writes the metrics of the steps not yet in a log line (a stop between two
+    log lines) to `path`, so that the run resumed at `step` logs the same means."""
+    self.flush()
+    if os.path.exists(path):
+      os.remove(path)
+    if self._since_log and jax.process_index() == 0:
+      columns = jax.tree.map(lambda *xs: np.stack(xs), *self._since_log)
+      np.savez(path + ".tmp.npz", step=step, **columns)
+      os.replace(path + ".tmp.npz", path)
+
+  def load_unlogged(self, path: str, step: int) -> None:
+    """Takes back what `save_unlogged` wrote at `step`; a file of another step is
+    stale (the run went on, or resumed from an older checkpoint) and ignored."""
+    if not os.path.exists(path):
+      return
+    with np.load(path) as saved:
+      if int(saved["step"]) == step:
+        columns = {name: saved[name] for name in saved.files if name != "step"}
+        count = len(next(iter(columns.values())))
+        self._since_log = [{name: column[i] for name, column in columns.items()}
+                           for i in range(count)]
+
+
+def _several_processes() -> bool:
+  """Whether the processes must agree on when to stop (a function, for tests)."""
+  return jax.process_count() > 1
+
 
 def _next_global(train_iter: Iterator[Batch], mesh: Mesh, step: int) -> Batch:
   try:
@@ -269,6 +305,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   checkpointed with the state. Returns the final eval metrics ({} without
   make_eval_iter). Stops with FloatingPointError on a non-finite loss when
   config.train.stop_on_nan, keeping the last checkpoint.
+
+  On SIGTERM or SIGINT (preemption, Ctrl-C) it finishes the step in progress,
+  writes a checkpoint of it, waits for the write and raises `Preempted`
+  (sketchjax.main exits with status 75); all processes stop after the same
+  step. Called again, it resumes from there and ends with the numbers of an
+  uninterrupted run.
   """
   mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
   logging.info("mesh %s", dict(mesh.shape))
@@ -276,9 +318,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                              config.train.keep_checkpoints)
   writer = metrics_lib.MetricWriter(workdir)
   try:
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh), preemption.StopSignals() as stop_signals:
       return _train_loop(config, workdir, objective, train_iter, make_eval_iter, mesh,
-                         checkpointer, writer, custom_eval)
+                         checkpointer, writer, custom_eval, stop_signals)
   finally:
     checkpointer.wait()  # Even on errors: the last checkpoint is finished, never torn.
     checkpointer.close()
@@ -290,8 +332,10 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
                 make_eval_iter: Callable[[], Iterable[Batch]] | None, mesh: Mesh,
                 checkpointer: checkpoint_lib.Checkpointer,
                 writer: metrics_lib.MetricWriter,
-                custom_eval: Callable[[Any], dict[str, float]] | None) -> dict[str, float]:
-  """train_and_evaluate inside the mesh context, with its checkpointer and writer."""
+                custom_eval: Callable[[Any], dict[str, float]] | None,
+                stop_signals: preemption.StopSignals) -> dict[str, float]:
+  """train_and_evaluate inside the mesh context, with its checkpointer, writer
+  and signal handlers."""
   train = config.train
   data_iterator = train_iter if checkpoint_lib.is_checkpointable_iterator(train_iter) else None
   if data_iterator is None:
@@ -333,6 +377,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
   progress = progress_lib.Progress(train.num_steps, step)
   eval_metrics = {}
   if latest is not None:
+    log.load_unlogged(_unlogged_path(workdir), step)
     # A killed run may have logged past its last checkpoint, or died before the
     # eval of this step: forget those rows and redo the eval (deterministic).
     writer.rewind(step, redone_splits=("eval",) if eval_due(step) else ())
@@ -347,13 +392,24 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
     log.push(step, metrics)
     if step % train.log_every == 0 or step == train.num_steps:
       means = log.mean_since_last()
-      steps_per_sec = progress.update(step, means["loss"])
+      steps_per_sec, examples_per_sec = progress.update(step, means["loss"], _examples(batch))
       writer.write(step, "train", {**means, "steps_per_sec": steps_per_sec,
-                                   "examples_per_sec": steps_per_sec * _examples(batch)})
-    if step % train.checkpoint_every == 0 or step == train.num_steps:
+                                   "examples_per_sec": examples_per_sec})
+    # Several processes stop after the same step, if any of them was asked to.
+    stopping = (preemption.on_any_process(stop_signals.requested) if _several_processes()
+                else stop_signals.requested)
+    stopping = stopping and step < train.num_steps
+    if step % train.checkpoint_every == 0 or step == train.num_steps or stopping:
       log.flush()  # Never save a state that followed a non-finite loss.
       checkpointer.save(step, state, data_iterator)
       log.last_checkpoint = step
+    if stopping:  # The eval due at this step, if any, is redone on resuming.
+      log.save_unlogged(_unlogged_path(workdir), step)
+      checkpointer.wait()
+      preempted = Preempted(step, train.num_steps, stop_signals.signal_name or
+                            "a stop signal on another process", checkpointer.directory)
+      logging.warning("preempted: %s", preempted)
+      raise preempted
     if eval_due(step):
       eval_metrics = run_eval(step)
   return eval_metrics
