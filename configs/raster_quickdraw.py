@@ -6,8 +6,9 @@ the same batches as SketchXAINet.
   python -m sketchjax.main --config=configs/raster_quickdraw.py \
       --workdir=workdirs/qd_raster --config.data.dir=../shared/data/quickdraw/simplified
 
-Variants: `sketch_rnn14` (the 14 sketch-rnn classes, trained on sampled drawings as
-configs/sketchxai_quickdraw.py:sketch_rnn14), `smoke` (tests).
+Variants (comma-separated): `sketch_rnn14` (the 14 sketch-rnn classes, trained on
+sampled drawings as configs/sketchxai_quickdraw.py:sketch_rnn14), `qd16` / `qd25` (the
+real-drawing benchmark of configs/sketchxai_quickdraw.py), `smoke` (tests).
 """
 
 from sketchjax.tasks import classify_config
@@ -28,11 +29,15 @@ def get_config(arg: str | None = None):
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
   c.train.figure_sketches = 24
-  if arg == "smoke":
-    classify_config.smoke(c)
-    c.data.categories = "apple,cat,fish,house,star"
-  elif arg == "sketch_rnn14":
-    classify_config.sketch_rnn14(c)
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r}; expected 'smoke' or 'sketch_rnn14'")
+  for variant in [v for v in (arg or "").split(",") if v]:
+    if variant == "smoke":
+      classify_config.smoke(c)
+      c.data.categories = "apple,cat,fish,house,star"
+    elif variant == "sketch_rnn14":
+      classify_config.sketch_rnn14(c)
+    elif variant in classify_config.QD_MIN_DRAWINGS:
+      classify_config.quickdraw_benchmark(c, variant)
+    else:
+      raise ValueError(f"unknown variant {variant!r}; expected smoke, sketch_rnn14, qd16 "
+                       "or qd25")
   return c

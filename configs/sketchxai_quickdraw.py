@@ -19,10 +19,18 @@ Variants (comma-separated after the colon):
                --config.data.dir), affine augmentation, a cosine schedule over
                1,000 steps at batch 100: a classifier of real drawings good enough
                to explain (evaluate it on the real ndjson files of those classes)
+  qd16, qd25   the real-drawing benchmark: the categories with >= 1,000 (16) / >= 400
+               (25) unique drawings in ../shared/data/quickdraw/simplified and
+               extra/simplified read together (duplicates dropped and counted), test =
+               the highest 10% of key_ids a class (qd16: 30,764 train / 3,419 test;
+               qd25: 35,802 / 3,978); the counts are in the run's log, and
+               `python -m sketchjax.data.quickdraw_folders` prints them
   smoke        a tiny model on 5 classes for a few steps (tests)
 
   python -m sketchjax.main --config=configs/sketchxai_quickdraw.py:masked \
       --workdir=workdirs/qd_tiny --config.data.dir=../shared/data/quickdraw/simplified
+  python -m sketchjax.main --config=configs/sketchxai_quickdraw.py:qd16,masked \
+      --workdir=workdirs/qd16_tiny
 """
 
 from sketchjax.tasks import classify_config
@@ -72,10 +80,13 @@ def get_config(arg: str | None = None):
       bitmap27(c)
     elif variant == "sketch_rnn14":
       classify_config.sketch_rnn14(c)
+    elif variant in classify_config.QD_MIN_DRAWINGS:
+      classify_config.quickdraw_benchmark(c, variant)
     elif variant == "smoke":
       classify_config.smoke(c)
       c.data.categories = "apple,cat,fish,house,star"
     elif variant != "faithful":
       raise ValueError(f"unknown variant {variant!r}; expected faithful, masked, "
-                       f"bitmap27, sketch_rnn14, smoke or one of {list(ABLATIONS)}")
+                       f"bitmap27, sketch_rnn14, qd16, qd25, smoke or one of "
+                       f"{list(ABLATIONS)}")
   return c

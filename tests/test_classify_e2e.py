@@ -71,3 +71,6 @@ def test_quickdraw_smoke_then_evaluate_a_folder(tmp_path, quickdraw_dir):
   (eval_dir / "zebra.ndjson").symlink_to(quickdraw_dir / "simplified" / "zebra.ndjson")
   with pytest.raises(ValueError, match="zebra"):
     classify.run(config, str(workdir))
+  config.data.unknown_classes = "skip"  # the known classes, listing the others
+  result = classify.run(config, str(workdir))
+  assert result["sketches"] == 40 and result["skipped_classes"] == ["zebra"]

@@ -19,6 +19,9 @@ Sources (`QuickdrawConfig.source`):
                    "train"/"test" by key_id (`sketchjax.data.splits`).
   "sketchrnn_npz"  official `sketchrnn/<category>.npz`; splits
                    "train"/"validation"/"test" = the file's train/valid/test.
+                   A split empty in every file (the test-only files of
+                   ../shared/data/quickdraw/extra/sketchrnn_npz) is not
+                   written; `load_split` gives it as an empty sequence.
 
 Files come from the TFDS manual folder (`manual_dir`, by default
 `<data_dir>/downloads/manual`), one per category named `<category>.ndjson` or
@@ -187,7 +190,14 @@ class QuickdrawStrokes(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     files = self._source_files(dl_manager)
-    splits = ("train", "test") if self.builder_config.source == "ndjson" else _NPZ_SPLIT_KEYS
+    if self.builder_config.source == "ndjson":
+      splits = ("train", "test")
+    else:  # TFDS cannot write an empty split.
+      splits = [split for split, key in _NPZ_SPLIT_KEYS.items()
+                if any(_npz_split_size(path, key) for path in files.values())]
+      if not splits:
+        raise ValueError(f"the sketch-rnn files {sorted(map(str, files.values()))[:3]} "
+                         "hold no drawings in any split")
     return {split: self._generate_examples(files, split) for split in splits}
 
   def _source_files(self, dl_manager: tfds.download.DownloadManager) -> dict[str, epath.Path]:
@@ -245,6 +255,11 @@ class QuickdrawStrokes(tfds.core.GeneratorBasedBuilder):
                _example(sketch, category, index, f"{path} {_NPZ_SPLIT_KEYS[split]}[{index}]"))
 
 
+def _npz_split_size(path: epath.Path, key: str) -> int:
+  with np.load(path, allow_pickle=True, encoding="latin1") as npz:
+    return len(npz[key]) if key in npz.files else 0
+
+
 def _manual_folder(dl_manager: tfds.download.DownloadManager) -> epath.Path | None:
   try:
     return dl_manager.manual_dir
@@ -298,4 +313,6 @@ def load_split(builder_or_dir: tfds.core.DatasetBuilder | str | os.PathLike,
     builder = builder_or_dir
   else:
     builder = tfds.builder_from_directory(builder_or_dir)
+  if split in _NPZ_SPLIT_KEYS and split not in builder.info.splits:
+    return []  # Empty in every sketch-rnn file, so not written.
   return builder.as_data_source(split)

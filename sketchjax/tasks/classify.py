@@ -7,7 +7,9 @@
             predicted classes) in the workdir.
   evaluate  restore the latest checkpoint of the workdir and report top-1 and
             top-5 on `config.data.eval_dir`, a folder of official QuickDraw
-            files whose class is the file name (written to eval_<name>.json).
+            files whose class is the file name (written to eval_<name>.json);
+            with data.unknown_classes="skip", files of classes the model does
+            not know are skipped and listed (skipped_classes).
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def load_trained(workdir: str | pathlib.Path):
 def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   """Top-1/top-5 of the workdir's latest checkpoint on `config.data.eval_dir`."""
   model, params, class_names, trained_config = load_trained(workdir)
-  source = quickdraw_sources.folder_source(config, class_names)
+  source, skipped = quickdraw_sources.folder_source(config, class_names)
   objective = classification_objective(model)
   stats = tokenize.TokenizeStats()
   batches = pipeline.eval_batches(source, global_batch_size=config.train.eval_batch_size,
@@ -205,6 +207,8 @@ def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
   tokenize.log_stats(stats, "evaluation")
   result = {"eval_dir": str(config.data.eval_dir), "sketches": len(source),
             **{k: float(v) for k, v in metrics.items()}}
+  if skipped:
+    result["skipped_classes"] = skipped
   print(json.dumps(result))
   if jax.process_index() == 0:
     name = pathlib.Path(config.data.eval_dir).name.replace(" ", "_")

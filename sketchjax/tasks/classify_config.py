@@ -28,13 +28,17 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "procedural"  # "procedural" | "quickdraw"
-  c.data.dir = ""  # folder of official QuickDraw files (ndjson or sketch-rnn npz)
+  c.data.dir = ""  # folder of official QuickDraw files (ndjson or sketch-rnn npz),
+  # or several ndjson folders "a,b" read as one without duplicates (quickdraw_folders.py)
+  c.data.min_drawings = 0  # > 0: only the categories with this many unique drawings
   c.data.format = "ndjson"  # "ndjson" | "sketchrnn_npz"
   c.data.categories = "all"  # "all", "sketchxai30", or a comma-separated list
   c.data.test_fraction = 0.25  # ndjson split by key_id (sketchjax/data/splits.py)
   c.data.tfds_dir = ""  # where the TFDS builder writes; "" = <workdir>/tfds
   c.data.download = False  # fetch official files when data.dir lacks them
   c.data.eval_dir = ""  # mode=evaluate: folder of official files, class = file name
+  c.data.unknown_classes = "refuse"  # mode=evaluate: "refuse" | "skip" (listed) files of
+  # classes the model was not trained on
   c.data.on_bad_record = "raise"  # "raise" | "skip" (counted in the log)
   c.data.procedural_train_size = 2400
   c.data.procedural_test_size = 600
@@ -103,6 +107,25 @@ def masked_bucketed(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """
   c.model.mask_padding = True
   c.tokenizer.bucket_strokes = True
+  return c
+
+
+SHARED_QUICKDRAW = REPO.parent / "shared" / "data" / "quickdraw"
+QD_FOLDERS = f"{SHARED_QUICKDRAW / 'simplified'},{SHARED_QUICKDRAW / 'extra' / 'simplified'}"
+QD_MIN_DRAWINGS = {"qd16": 1000, "qd25": 400}
+
+
+def quickdraw_benchmark(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """qd16 / qd25: the categories with >= 1,000 / >= 400 unique real drawings in
+  ../shared/data/quickdraw/simplified and extra/simplified together (duplicates
+  dropped), test = the highest 10% of key_ids a class. Counts go to the log;
+  `python -m sketchjax.data.quickdraw_folders` prints them."""
+  c.data.source = "quickdraw"
+  c.data.format = "ndjson"
+  c.data.dir = QD_FOLDERS
+  c.data.categories = "folder"
+  c.data.min_drawings = QD_MIN_DRAWINGS[name]
+  c.data.test_fraction = 0.1
   return c
 
 
