@@ -429,3 +429,18 @@ def test_init_variables_with_a_pretrained_file(tmp_path):
   variables = zse_sbir.init_variables(tiny(), jax.random.key(0), pretrained=path)
   np.testing.assert_array_equal(variables["params"]["sa"]["cls"], arrays["cls"])
   assert shapes(variables) == shapes(tiny_params())
+
+
+def test_frozen_mobilenet_body_gets_no_gradient():
+  model = zse_sbir.zse_mobilenet(image_size=64, num_layers=1, hidden=16, num_heads=2,
+                                 mlp_dim=16, stem_features=(4, 4, 4, 4), ca_heads=2,
+                                 ca_mlp_dim=8, rn_dim=4, freeze_mobilenet=True)
+  x = images(15, batch=1)
+  like = jax.eval_shape(model.init, jax.random.key(0), x, x)["params"]  # no init compile
+  leaves, tree = jax.tree.flatten(like)
+  params = jax.tree.unflatten(tree, [0.1 * jax.random.normal(jax.random.key(i), leaf.shape)
+                                     for i, leaf in enumerate(leaves)])
+  grads = jax.jit(jax.grad(lambda p: model.apply(
+      {"params": p}, x, method=zse_sbir.ZseSbir.encode, modality="sketch")["ret"].sum()))(params)
+  assert all(np.all(g == 0) for g in jax.tree.leaves(grads["sa"]["mobilenet"]))
+  assert np.abs(grads["sa"]["token_proj"]["kernel"]).max() > 0

@@ -119,6 +119,7 @@ class SelfAttention(nn.Module):
   keep_rates: tuple[float, ...] | None
   dropout: float
   ln_eps: float
+  freeze_mobilenet: bool
   dtype: Any
 
   @nn.compact
@@ -129,6 +130,8 @@ class SelfAttention(nn.Module):
                   name="patch_embed")(images)
     else:
       x = MobileNetFeatures(self.dtype, name="mobilenet")(images)
+      if self.freeze_mobilenet:  # no gradient into the body: XLA then skips its backward pass
+        x = jax.lax.stop_gradient(x)
       x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=za.dense_init,
                    name="token_proj")(x)
     if use_stem:
@@ -164,6 +167,9 @@ class ZseSbir(nn.Module):
     rn_dim: channels of the 2x2 conv (the anchors' width; "RD = 512").
     dropout: every dropout rate (0.1 in the code).
     sa_ln_eps: LayerNorm eps of the SA blocks.
+    freeze_mobilenet: "mobilenet_v2" tokenizer: stop gradients at its feature map (the
+      ImageNet body stays fixed and its backward pass, ~10x the CPU time of the rest of
+      `zse_mobilenet`'s step, is skipped).
     dtype: compute dtype (parameters float32; logits and kernel matrix float32).
   """
 
@@ -184,6 +190,7 @@ class ZseSbir(nn.Module):
   rn_dim: int = 512
   dropout: float = 0.1
   sa_ln_eps: float = 1e-6
+  freeze_mobilenet: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -211,7 +218,7 @@ class ZseSbir(nn.Module):
       self.anchors = (self.grid // 2) ** 2
     self.sa = SelfAttention(self.tokenizer, self.patch_size, self.hidden, self.num_layers,
                             self.num_heads, self.mlp_dim, self.stem_features, self.keep_rates,
-                            self.dropout, self.sa_ln_eps, self.dtype)
+                            self.dropout, self.sa_ln_eps, self.freeze_mobilenet, self.dtype)
     layer = lambda name: za.CrossAttentionLayer(self.hidden, self.ca_heads,  # noqa: E731
                                                 self.ca_mlp_dim, self.dropout, self.dtype,
                                                 name=name)
