@@ -11,7 +11,10 @@
 # to <workdir>/logs/process_<i>.log; process 0's log is also followed here.
 # Each process gets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
 # JAX_PROCESS_ID. The script waits for all processes; when one fails it stops
-# the others and exits with the failed one's status (0 when all succeed).
+# the others and exits with the failed one's status (0 when all succeed). A
+# process preempted by SIGTERM/SIGINT (status 75: it checkpointed and stopped,
+# and so do the others, after the same step) is waited for like a finished
+# one; the script then exits with 75.
 # PYTHON (default: python) selects the interpreter.
 set -euo pipefail
 
@@ -90,6 +93,8 @@ follower="$!"
 # Poll rather than `wait -n` (absent from macOS's bash 3.2).
 finished=()
 finished_count=0
+preempted=0
+PREEMPTED=75  # sketchjax.main's status for a run stopped with a checkpoint
 while (( finished_count < processes )); do
   for (( i = 0; i < processes; i++ )); do
     if [[ -n "${finished[$i]:-}" ]] || kill -0 "${pids[$i]}" 2>/dev/null; then
@@ -97,7 +102,9 @@ while (( finished_count < processes )); do
     fi
     code=0
     wait "${pids[$i]}" || code=$?
-    if (( code != 0 )); then
+    if (( code == PREEMPTED )); then
+      preempted=1
+    elif (( code != 0 )); then
       echo "local_multiprocess.sh: process $i exited with status $code; stopping the" \
            "others. Last lines of $log_dir/process_$i.log:" >&2
       tail -n 30 "$log_dir/process_$i.log" >&2
@@ -108,4 +115,8 @@ while (( finished_count < processes )); do
   done
   if (( finished_count < processes )); then sleep 0.5; fi
 done
+if (( preempted )); then
+  echo "local_multiprocess.sh: preempted; the same command resumes the run" >&2
+  exit "$PREEMPTED"
+fi
 echo "local_multiprocess.sh: all $processes processes finished" >&2

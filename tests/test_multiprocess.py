@@ -14,8 +14,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -142,3 +146,81 @@ def test_both_processes_ran_and_only_process_zero_wrote(workdirs):
   rows = collections.Counter((r["step"], r["split"]) for r in _rows(workdir))
   assert all(count == 1 for count in rows.values()), f"rows written twice: {rows}"
   assert len(list((workdir / "tensorboard").glob("**/events.out.tfevents*"))) == 1
+
+
+# Preemption with two processes: SIGTERM reaches process 1 only; both stop after
+# the same step with a checkpoint (status 75), and the resumed run ends with the
+# train state and losses of an uninterrupted 2-process run, bit for bit.
+PREEMPT_STEPS = 10
+PREEMPT_FLAGS = (*TRAIN_FLAGS, f"--config.train.num_steps={PREEMPT_STEPS}")
+
+
+def _child_pid(launcher: subprocess.Popen, process_id: int) -> int:
+  """The pid of the launcher's python process with JAX_PROCESS_ID=process_id."""
+  children = pathlib.Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+  for pid in children.read_text().split():
+    environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    if f"JAX_PROCESS_ID={process_id}".encode() in environ:
+      return int(pid)
+  raise AssertionError(f"no process {process_id} among the launcher's children")
+
+
+def _launch(workdir: pathlib.Path, log: pathlib.Path) -> subprocess.Popen:
+  return _start([str(LAUNCHER), "--processes=2", "--devices_per_process=4", *PREEMPT_FLAGS,
+                 f"--workdir={workdir}"], _environment(), log)
+
+
+def _wait_for(proc: subprocess.Popen, path: pathlib.Path, text: str) -> None:
+  deadline = time.monotonic() + TIMEOUT_S
+  while not (path.exists() and text in path.read_text(errors="replace")):
+    if proc.poll() is not None or time.monotonic() > deadline:
+      _stop(proc)
+      pytest.fail(f"{text!r} never appeared in {path}")
+    time.sleep(0.05)
+
+
+def _final_state(workdir: pathlib.Path):
+  """The train state of the last checkpoint on one device of this process (it was
+  written by 2 processes: restoring needs a target of this topology)."""
+  path = workdir / "checkpoints" / str(PREEMPT_STEPS) / "state"
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(path)
+  metadata = getattr(metadata, "item_metadata", metadata)
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state = checkpointer.restore(path, jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device), metadata))
+  is_key = lambda x: jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+  return jax.device_get(jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x,
+                                     state))
+
+
+def test_two_processes_stop_together_on_sigterm_to_one_and_resume_exactly(tmp_path):
+  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+  try:
+    proc = _launch(resumed, tmp_path / "preempted.log")
+    _wait_for(proc, resumed / "logs" / "process_0.log", f"step 3/{PREEMPT_STEPS} ")
+    os.kill(_child_pid(proc, 1), signal.SIGTERM)
+    assert proc.wait(timeout=TIMEOUT_S) == 75, _tail(tmp_path / "preempted.log")
+  finally:
+    _stop(proc)
+  stops = []
+  for index in (0, 1):
+    log = (resumed / "logs" / f"process_{index}.log").read_text(errors="replace")
+    stop = re.search(r"preempted: (.*) received: stopped after step (\d+) of", log)
+    assert stop, f"process_{index}.log:\n{log[-2000:]}"
+    stops.append(stop.groups())
+  assert stops[1][0] == "SIGTERM" and stops[0][0] == "a stop signal on another process"
+  assert stops[0][1] == stops[1][1] and 3 <= int(stops[0][1]) < PREEMPT_STEPS
+  for workdir, name in ((resumed, "resumed"), (reference, "reference")):
+    try:
+      proc = _launch(workdir, tmp_path / f"{name}.log")
+      _finish(proc, f"the {name} run", tmp_path / f"{name}.log")
+    finally:
+      _stop(proc)
+  log = (resumed / "logs" / "process_1.log").read_text(errors="replace")
+  assert f"resumed from the checkpoint of step {stops[0][1]} " in log
+  timing = ("steps_per_sec", "examples_per_sec")
+  rows = [[{k: v for k, v in r.items() if k not in timing} for r in _rows(w)]
+          for w in (resumed, reference)]
+  assert rows[0] == rows[1]
+  jax.tree.map(np.testing.assert_array_equal, _final_state(resumed), _final_state(reference))
