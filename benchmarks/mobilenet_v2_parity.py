@@ -10,6 +10,7 @@ Photos are bilinear-resized to 224 once; LiteRT gets the uint8 pixels, the
 port x/127.5 - 1, the fake-quant walk LiteRT's dequantised input.
 
   .venv/bin/python benchmarks/mobilenet_v2_parity.py [--shared ../shared] [--batch 64]
+      [--datasets sketchy,pacs] [--files <a.tflite>,<b.tflite>] [--no_fake_quant]
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ def main() -> None:
   parser.add_argument("--shared", type=pathlib.Path,
                       default=pathlib.Path(__file__).resolve().parents[2] / "shared")
   parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--datasets", default="sketchy,pacs", help="comma-separated subset")
+  parser.add_argument("--files", default=",".join(FILES), help="comma-separated subset")
+  parser.add_argument("--no_fake_quant", action="store_true",
+                      help="skip the fake-quant graph walk (the slow part)")
   args = parser.parse_args()
-  datasets = {name: load_photos(args.shared / "data" / sub) for name, sub in
-              (("sketchy", "sketchy/photo"), ("pacs", "tuberlin_pacs/photo"))}
-  print(f"photos: sketchy {len(datasets['sketchy'][0])}, pacs {len(datasets['pacs'][0])}; "
-        f"devices {jax.devices()}")
+  folders = {"sketchy": "sketchy/photo", "pacs": "tuberlin_pacs/photo"}
+  datasets = {name: load_photos(args.shared / "data" / folders[name])
+              for name in args.datasets.split(",")}
+  print("photos: " + ", ".join(f"{name} {len(images)}" for name, (images, _) in datasets.items())
+        + f"; devices {jax.devices()}")
   header = (f"{'':<22} {'top-1 =':>7} {'clear* =':>9} {'(n)':>6} {'max|dp|':>8} {'mean|dp|':>10}")
-  for file in FILES:
+  for file in args.files.split(","):
     path = args.shared / "pretrained" / "mobilenet_v2" / file
     model, variables, _ = load_mobilenet_v2(path)
     graph = tflite_weights.read_tflite(path)
@@ -84,9 +90,10 @@ def main() -> None:
       start = time.perf_counter()
       probs = batched(port, images.astype(np.float32), args.batch)
       port_rate = len(images) / (time.perf_counter() - start)
-      quantised = batched(fake, (images.astype(np.float32) - in_zero) * in_scale, args.batch)
       print(compare(f"{name} port", probs, litert))
-      print(compare(f"{name} fake-quant walk", quantised, litert))
+      if not args.no_fake_quant:
+        quantised = batched(fake, (images.astype(np.float32) - in_zero) * in_scale, args.batch)
+        print(compare(f"{name} fake-quant walk", quantised, litert))
       print(f"{name:<22} speed: port {port_rate:.1f} images/s (batch {args.batch}), "
             f"LiteRT {litert_rate:.1f} images/s (batch 1)")
       if name == "sketchy":
