@@ -5,7 +5,8 @@ sketch_rnn) are decoder-only LSTMs (512 units) whose output at each step is a
 20-component bivariate-Gaussian mixture over the next pen offset and three
 pen-state logits. `load_generator` reads a file with json, base64 and numpy;
 `sample` draws sketches from it in one jitted `lax.scan` over steps, batched
-over sketches.
+over sketches; `continue_stroke5` feeds partial drawings through the decoder,
+then samples their continuations (`first_stroke` cuts out the next stroke).
 
 Format (the reference JavaScript): `[info, shapes, weights]`; each weight is a
 base64 string of little-endian int16 `v`, the float32 value is
@@ -26,11 +27,13 @@ import dataclasses
 import functools
 import json
 import pathlib
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sketchjax.sketch.sketch import Sketch, to_stroke5
 
 NUM_MIXTURES = 20
 HIDDEN = 512
@@ -149,28 +152,103 @@ def _sample_step(out: MixtureOutput, rng: jax.Array, temperature: float) -> jax.
   return jnp.concatenate([dx[:, None], dy[:, None], jax.nn.one_hot(pen, 3)], axis=-1)
 
 
+Carry = tuple[jax.Array, jax.Array]  # the LSTM's (c, h), each [B, 512]
+
+
+def start_state(params: GeneratorParams, num: int, magenta_start: bool = False) -> Carry:
+  """The state of `num` sketches after the start token: [0, 0, 0, 0, 0] (the reference
+  JavaScript) or, with `magenta_start`, [0, 0, 1, 0, 0] (Magenta's Python training code)."""
+  start = jnp.zeros((num, 5), jnp.float32)
+  if magenta_start:
+    start = start.at[:, 2].set(1.0)
+  zeros = jnp.zeros((num, HIDDEN), jnp.float32)
+  return lstm_step(params, (zeros, zeros), start)[0]
+
+
+def feed(params: GeneratorParams, carry: Carry, rows: jax.Array, lengths: jax.Array) -> Carry:
+  """Steps the LSTM through each sketch's first `lengths[b]` rows of stroke-5 `rows`
+  float[B, T, 5] (model units); a sketch's state stays put past its length."""
+  def step(carry, inputs):
+    t, x = inputs
+    stepped, _ = lstm_step(params, carry, x)
+    inside = (t < lengths)[:, None]
+    return jax.tree.map(lambda new, old: jnp.where(inside, new, old), stepped, carry), None
+
+  steps = jnp.arange(rows.shape[1])
+  carry, _ = jax.lax.scan(step, carry, (steps, jnp.swapaxes(rows, 0, 1)))
+  return carry
+
+
+def sample_from(params: GeneratorParams, carry: Carry, rng: jax.Array, steps: int,
+                temperature: float) -> jax.Array:
+  """`steps` stroke-5 rows float32[B, steps, 5] (model units) sampled after `carry`: each
+  row from the mixture of the current h, then fed back."""
+  def step(carry, step_rng):
+    row = _sample_step(mixture_output(params, carry[1]), step_rng, temperature)
+    carry, _ = lstm_step(params, carry, row)
+    return carry, row
+
+  _, rows = jax.lax.scan(step, carry, jax.random.split(rng, steps))
+  return jnp.swapaxes(rows, 0, 1)
+
+
 @functools.partial(jax.jit, static_argnames=("num", "steps", "temperature", "magenta_start"))
 def sample_stroke5(params: GeneratorParams, rng: jax.Array, num: int, steps: int,
                    temperature: float = 0.65, magenta_start: bool = False) -> jax.Array:
   """`num` sketches of `steps` stroke-5 rows float32[num, steps, 5] in model units.
 
   Rows after a sketch's first pen_end are meaningless (the caller cuts there).
-  The first input is [0, 0, 0, 0, 0] (the reference JavaScript) or, with
-  `magenta_start`, [0, 0, 1, 0, 0] (Magenta's Python training code).
   """
-  start = jnp.zeros((num, 5), jnp.float32)
-  if magenta_start:
-    start = start.at[:, 2].set(1.0)
-  zeros = jnp.zeros((num, HIDDEN), jnp.float32)
+  return sample_from(params, start_state(params, num, magenta_start), rng, steps, temperature)
 
-  def step(state, step_rng):
-    carry, x = state
-    carry, h = lstm_step(params, carry, x)
-    row = _sample_step(mixture_output(params, h), step_rng, temperature)
-    return (carry, row), row
 
-  _, rows = jax.lax.scan(step, ((zeros, zeros), start), jax.random.split(rng, steps))
-  return jnp.swapaxes(rows, 0, 1)
+@functools.partial(jax.jit, static_argnames=("num", "steps", "temperature", "magenta_start"))
+def continue_stroke5(params: GeneratorParams, rows: jax.Array, lengths: jax.Array,
+                     rng: jax.Array, num: int, steps: int, temperature: float = 0.65,
+                     magenta_start: bool = False) -> jax.Array:
+  """Continuations of partial drawings: `num` samples of `steps` rows after each prefix.
+
+  The generators are unconditional (no latent z; a conditional sketch-rnn would
+  encode z from the whole drawing and feed it at every step), so a prefix is
+  given to the decoder only through its state: the start token, then the
+  prefix's rows fed as if the model had drawn them, then sampling.
+
+  Args:
+    rows: float[B, T, 5] the prefixes' stroke-5 rows in model units (`prefix_stroke5`).
+    lengths: int[B] real rows of each prefix (the rest is padding).
+    rng: sampling key; num, steps, temperature: as `sample_stroke5`.
+  Returns:
+    float32[B, num, steps, 5] in model units.
+  """
+  carry = feed(params, start_state(params, rows.shape[0], magenta_start), rows, lengths)
+  carry = jax.tree.map(lambda x: jnp.repeat(x, num, axis=0), carry)
+  out = sample_from(params, carry, rng, steps, temperature)
+  return out.reshape(rows.shape[0], num, steps, 5)
+
+
+def prefix_stroke5(strokes: Sequence[np.ndarray], scale_factor: float) -> np.ndarray:
+  """Absolute polylines (drawing units) -> their stroke-5 rows float32[L, 5] in model units
+  (the first row is the first point's offset from the origin, as in the sketch-rnn data)."""
+  rows = to_stroke5(Sketch(tuple(strokes))).astype(np.float32)
+  rows[:, :2] /= scale_factor
+  return rows
+
+
+def first_stroke(rows: np.ndarray, scale_factor: float, origin: np.ndarray) -> np.ndarray:
+  """The next stroke of a continuation: sampled rows [T, 5] (model units) after a
+  prefix whose last point is `origin` -> its absolute points float32[n, 2] in drawing
+  units, up to the first pen lift (n = 0 when the model ends the drawing first).
+
+  The first row is the pen-up move to the stroke's start; a pen_end row carries no
+  offset, so the stroke stops before it; a stroke still drawing after T rows is cut.
+  """
+  rows = np.asarray(rows)
+  ends = np.flatnonzero(rows[:, 4] > 0.5)
+  rows = rows[:ends[0]] if ends.size else rows
+  lifts = np.flatnonzero(rows[:, 3] > 0.5)
+  rows = rows[:lifts[0] + 1] if lifts.size else rows
+  points = np.asarray(origin, np.float32) + np.cumsum(rows[:, :2] * scale_factor, axis=0)
+  return points.astype(np.float32).reshape(-1, 2)
 
 
 def stroke5_to_stroke3(rows: np.ndarray, scale_factor: float) -> np.ndarray:
