@@ -2,8 +2,10 @@
 
 Runs `launch/local_multiprocess.sh` (2 JAX processes joined by jax.distributed,
 gloo collectives) and, beside it, a plain single process with 8 simulated
-devices, both on the quickstart smoke config for 4 steps, and compares the
-per-step training losses written to <workdir>/metrics.jsonl.
+devices, both on the quickstart smoke config for 6 steps, and compares the
+per-step training losses written to <workdir>/metrics.jsonl. The 2-process run
+is also the reference of the preemption test (a step of 2 processes with gloo
+collectives takes 10-30 s on 2 cores, so the module runs as few as it can).
 """
 
 import collections
@@ -25,7 +27,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "launch" / "local_multiprocess.sh"
 TIMEOUT_S = 480
-NUM_STEPS = 4
+NUM_STEPS = 6
 TRAIN_FLAGS = (
     "--config=configs/quickstart.py:smoke",
     f"--config.train.num_steps={NUM_STEPS}",
@@ -150,9 +152,8 @@ def test_both_processes_ran_and_only_process_zero_wrote(workdirs):
 
 # Preemption with two processes: SIGTERM reaches process 1 only; both stop after
 # the same step with a checkpoint (status 75), and the resumed run ends with the
-# train state and losses of an uninterrupted 2-process run, bit for bit.
-PREEMPT_STEPS = 10
-PREEMPT_FLAGS = (*TRAIN_FLAGS, f"--config.train.num_steps={PREEMPT_STEPS}")
+# train state and losses of the uninterrupted 2-process run of `workdirs`, bit
+# for bit.
 
 
 def _child_pid(launcher: subprocess.Popen, process_id: int) -> int:
@@ -166,7 +167,7 @@ def _child_pid(launcher: subprocess.Popen, process_id: int) -> int:
 
 
 def _launch(workdir: pathlib.Path, log: pathlib.Path) -> subprocess.Popen:
-  return _start([str(LAUNCHER), "--processes=2", "--devices_per_process=4", *PREEMPT_FLAGS,
+  return _start([str(LAUNCHER), "--processes=2", "--devices_per_process=4", *TRAIN_FLAGS,
                  f"--workdir={workdir}"], _environment(), log)
 
 
@@ -182,7 +183,7 @@ def _wait_for(proc: subprocess.Popen, path: pathlib.Path, text: str) -> None:
 def _final_state(workdir: pathlib.Path):
   """The train state of the last checkpoint on one device of this process (it was
   written by 2 processes: restoring needs a target of this topology)."""
-  path = workdir / "checkpoints" / str(PREEMPT_STEPS) / "state"
+  path = workdir / "checkpoints" / str(NUM_STEPS) / "state"
   checkpointer = ocp.StandardCheckpointer()
   metadata = checkpointer.metadata(path)
   metadata = getattr(metadata, "item_metadata", metadata)
@@ -194,11 +195,11 @@ def _final_state(workdir: pathlib.Path):
                                      state))
 
 
-def test_two_processes_stop_together_on_sigterm_to_one_and_resume_exactly(tmp_path):
-  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+def test_two_processes_stop_together_on_sigterm_to_one_and_resume_exactly(workdirs, tmp_path):
+  resumed, reference = tmp_path / "resumed", workdirs["2x4"]
   try:
     proc = _launch(resumed, tmp_path / "preempted.log")
-    _wait_for(proc, resumed / "logs" / "process_0.log", f"step 3/{PREEMPT_STEPS} ")
+    _wait_for(proc, resumed / "logs" / "process_0.log", f"step 2/{NUM_STEPS} ")
     os.kill(_child_pid(proc, 1), signal.SIGTERM)
     assert proc.wait(timeout=TIMEOUT_S) == 75, _tail(tmp_path / "preempted.log")
   finally:
@@ -210,13 +211,12 @@ def test_two_processes_stop_together_on_sigterm_to_one_and_resume_exactly(tmp_pa
     assert stop, f"process_{index}.log:\n{log[-2000:]}"
     stops.append(stop.groups())
   assert stops[1][0] == "SIGTERM" and stops[0][0] == "a stop signal on another process"
-  assert stops[0][1] == stops[1][1] and 3 <= int(stops[0][1]) < PREEMPT_STEPS
-  for workdir, name in ((resumed, "resumed"), (reference, "reference")):
-    try:
-      proc = _launch(workdir, tmp_path / f"{name}.log")
-      _finish(proc, f"the {name} run", tmp_path / f"{name}.log")
-    finally:
-      _stop(proc)
+  assert stops[0][1] == stops[1][1] and 2 <= int(stops[0][1]) < NUM_STEPS
+  try:
+    proc = _launch(resumed, tmp_path / "resumed.log")
+    _finish(proc, "the resumed run", tmp_path / "resumed.log")
+  finally:
+    _stop(proc)
   log = (resumed / "logs" / "process_1.log").read_text(errors="replace")
   assert f"resumed from the checkpoint of step {stops[0][1]} " in log
   timing = ("steps_per_sec", "examples_per_sec")
