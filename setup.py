@@ -7,6 +7,7 @@ setuptools.setup(
     version="0.1.0",
     description="Stroke models, explainability and retrieval for free-hand sketches in JAX.",
     packages=setuptools.find_packages(include=["sketchjax", "sketchjax.*"]),
+    package_data={"sketchjax": ["draw_page/*"]},
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10,<0.11",
@@ -33,6 +34,10 @@ setuptools.setup(
         "tflite>=2.18,<3",
         # Pretrained ResNet/ViT weights in the model hubs' format, read as numpy.
         "safetensors>=0.4,<1",
+        # The assisted-drawing page (tasks/draw.py): Starlette routes the requests and
+        # serves the page, uvicorn is the ASGI server under it (no hand-written HTTP).
+        "starlette>=0.40,<2",
+        "uvicorn>=0.30,<1",
     ],
     extras_require={"test": [
         "pytest>=8,<10", "pytest-xdist>=3.6,<4",

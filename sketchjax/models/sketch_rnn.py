@@ -167,16 +167,14 @@ def start_state(params: GeneratorParams, num: int, magenta_start: bool = False) 
 
 def feed(params: GeneratorParams, carry: Carry, rows: jax.Array, lengths: jax.Array) -> Carry:
   """Steps the LSTM through each sketch's first `lengths[b]` rows of stroke-5 `rows`
-  float[B, T, 5] (model units); a sketch's state stays put past its length."""
-  def step(carry, inputs):
-    t, x = inputs
-    stepped, _ = lstm_step(params, carry, x)
+  float[B, T, 5] (model units); a sketch's state stays put past its length. A loop of
+  max(lengths) steps: padding rows beyond every length cost nothing."""
+  def step(t, carry):
+    stepped, _ = lstm_step(params, carry, rows[:, t])
     inside = (t < lengths)[:, None]
-    return jax.tree.map(lambda new, old: jnp.where(inside, new, old), stepped, carry), None
+    return jax.tree.map(lambda new, old: jnp.where(inside, new, old), stepped, carry)
 
-  steps = jnp.arange(rows.shape[1])
-  carry, _ = jax.lax.scan(step, carry, (steps, jnp.swapaxes(rows, 0, 1)))
-  return carry
+  return jax.lax.fori_loop(0, jnp.max(lengths), step, carry)
 
 
 def sample_from(params: GeneratorParams, carry: Carry, rng: jax.Array, steps: int,
