@@ -191,6 +191,15 @@ def raster_cnn_on_soft_images(model: raster_classifier.RasterClassifier, params:
   return images_logits, settings, to_pixels
 
 
+def doodlenet_on_soft_images(path: str, supersample: int):
+  """The pretrained doodleNet of `path` fed by the soft rasteriser with the official bitmap
+  settings: (image float32[28, 28] -> logits [345], class names, the settings); strokes go
+  to pixels by `sr.official_pixels`."""
+  model, variables, names = doodlenet.load_doodlenet(path)
+  settings = dataclasses.replace(sr.OFFICIAL, supersample=supersample, edge=1.0 / supersample)
+  return lambda image: model.apply(variables, image[None, ..., None])[0][0], names, settings
+
+
 def build_explainer(config: ml_collections.ConfigDict) -> tuple[Explainer, Any]:
   """(explainer, SketchXAINet params or None) of `config.model`."""
   kind, path = config.model.kind, config.model.path
@@ -198,10 +207,7 @@ def build_explainer(config: ml_collections.ConfigDict) -> tuple[Explainer, Any]:
     raise ValueError("set --config.model.path: the doodleNet folder (model.json) for "
                      "model.kind=doodlenet, or a trained workdir for model.kind=checkpoint")
   if kind == "doodlenet":
-    model, variables, names = doodlenet.load_doodlenet(path)
-    settings = dataclasses.replace(sr.OFFICIAL, supersample=config.raster.supersample,
-                                   edge=1.0 / config.raster.supersample)
-    image_logits = lambda image: model.apply(variables, image[None, ..., None])[0][0]
+    image_logits, names, settings = doodlenet_on_soft_images(path, config.raster.supersample)
     return raster_explainer(image_logits, names, settings, sr.official_pixels, config), None
   if kind != "checkpoint":
     raise ValueError(f"unknown model.kind {kind!r}; expected 'doodlenet' or 'checkpoint'")
