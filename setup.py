@@ -36,7 +36,7 @@ setuptools.setup(
         "safetensors>=0.4,<1",
         # The assisted-drawing page (tasks/draw.py): Starlette routes the requests and
         # serves the page, uvicorn is the ASGI server under it (no hand-written HTTP).
-        "starlette>=0.40,<2",
+        "starlette>=1.0,<2",
         "uvicorn>=0.30,<1",
     ],
     extras_require={"test": [
@@ -45,5 +45,8 @@ setuptools.setup(
         "ai-edge-litert>=1.2,<3",
         # Reference average precision for the retrieval metrics.
         "scikit-learn>=1.4,<2",
+        # Starlette's test client for the drawing server; the page's browser test drives
+        # Debian's chromium through chromium-driver (installed by .ci/run).
+        "httpx2>=2,<3", "selenium>=4.20,<5",
     ]},
 )
