@@ -20,6 +20,7 @@ def get_config(arg: str | None = None):
   c.task = "draw"
   c.host = "127.0.0.1"
   c.port = 8765
+  c.warm_up_strokes = 32  # shapes compiled before serving (drawings up to this many strokes)
 
   c.model = ml_collections.ConfigDict()
   c.model.path = str(REPO.parent / "shared/pretrained/doodlenet")
@@ -47,6 +48,7 @@ def get_config(arg: str | None = None):
 
   if arg == "smoke":
     c.port = 0
+    c.warm_up_strokes = 16
     c.generators.classes = "bear,palm_tree"
     c.assist.candidates = 6
   elif arg:

@@ -98,9 +98,9 @@ def stroke_labels(values: np.ndarray, noise_fraction: float) -> list[str]:
 
 
 # Least shapes (strokes, points a stroke, segments, pairs): drawings of up to 16 strokes
-# share one compiled shape; candidates have up to `stroke_rows` points.
-_DRAWING_FLOOR = (16, 32, 256, 1024)
-_BATCH_FLOOR = (16, 32, 256, 8192)
+# of up to 64 points (after RDP; candidates have up to `stroke_rows`) share one shape.
+_DRAWING_FLOOR = (16, 64, 256, 1024)
+_BATCH_FLOOR = (16, 64, 256, 8192)
 _PREFIX_FLOOR = 256
 
 
@@ -226,9 +226,14 @@ class Assistant:
     return [{"points": frame.to_caller(candidates[i]).round(2).tolist(),
              "gain": float(gains[i]), "probability": float(probability[1 + i])} for i in best]
 
-  def warm_up(self) -> None:
-    """Compiles the shapes of drawings of up to 16 strokes (`_DRAWING_FLOOR`)."""
-    self.analyze([np.array([[0.0, 0.0], [100.0, 50.0], [30.0, 80.0]])])
+  def warm_up(self, max_strokes: int = 16) -> None:
+    """Compiles the shapes of drawings of up to `max_strokes` strokes (each power of two
+    from 16: the drawing, and the drawing with a candidate, which may need the next)."""
+    counts = [1] + [n for n in (16, 32, 64) if n <= max_strokes]
+    for count in counts:
+      angles = np.linspace(0, 2 * np.pi, count, endpoint=False)
+      self.analyze([np.c_[np.cos(a) * np.array([0, 100, 90]),
+                          np.sin(a) * np.array([0, 100, 80])] for a in angles])
 
 
 def _explain(image_logits: ImageLogits, settings: sr.RasterSettings, steps: int,

@@ -104,7 +104,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> None:
   workdir.mkdir(parents=True, exist_ok=True)
   assistant = load_assistant(config)
   start = time.perf_counter()
-  assistant.warm_up()
+  assistant.warm_up(config.warm_up_strokes)
   logging.info("models compiled in %.1f s", time.perf_counter() - start)
   app = make_app(assistant, draw_requests.Limits(**config.limits.to_dict()),
                  workdir / "requests.jsonl")
