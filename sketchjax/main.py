@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from sketchjax.tasks import attribution
 from sketchjax.tasks import classify
+from sketchjax.tasks import dfsbir
 from sketchjax.tasks import draw
 from sketchjax.tasks import sbir
 from sketchjax.tasks import sketch_rnn_samples
@@ -37,7 +38,7 @@ from sketchjax.training import preemption
 
 TASKS = {"classify": classify.run, "sli": sli.run, "attribution": attribution.run,
          "sketch_rnn_samples": sketch_rnn_samples.run, "sbir": sbir.run, "draw": draw.run,
-         "stroke_attack": stroke_attack.run}
+         "dfsbir": dfsbir.run, "stroke_attack": stroke_attack.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/quickstart.py[:smoke].",

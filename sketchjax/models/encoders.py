@@ -53,7 +53,8 @@ class ImageEncoder(nn.Module):
 
   Attributes:
     backbone: one of BACKBONES.
-    embed_dim: embedding width.
+    embed_dim: embedding width; 0: no projection, the embedding is the
+      normalised backbone feature (the DF-SBIR students, spec 2.4).
     mobilenet_batch_norm: MobileNetV2 only: True for conv + BatchNorm (random
       init), False for conv + bias (the BN-folded form of the ImageNet TFLite
       weights).
@@ -84,10 +85,35 @@ class ImageEncoder(nn.Module):
       aux = {"features": out["cls"], "tokens": out["tokens"]}
     else:
       aux = {"features": out["pooled"], "feature_map": out["feature_map"]}
-    projected = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(aux["features"])
+    projected = aux["features"]
+    if self.embed_dim:
+      projected = nn.Dense(self.embed_dim, dtype=self.dtype, name="projection")(projected)
     projected = projected.astype(jnp.float32)
     embeddings = projected * jax.lax.rsqrt(jnp.sum(projected**2, -1, keepdims=True) + 1e-12)
     return embeddings, aux
+
+
+class ImageClassifier(nn.Module):
+  """Backbone features -> Dense(num_classes): the teachers and the modality network
+  of CrossX-DFL (spec 2.2), on images float[B, H, W, 3] in [-1, 1].
+
+  Attributes: backbone, mobilenet_batch_norm, dtype as ImageEncoder; num_classes
+  (1 for the modality network's single logit).
+  """
+
+  backbone: str
+  num_classes: int
+  mobilenet_batch_norm: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *,
+               train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """-> (logits float32[B, num_classes], {"features": pooled backbone features [B, F]})."""
+    _, aux = ImageEncoder(self.backbone, 0, self.mobilenet_batch_norm, self.dtype,
+                          name="encoder")(images, train=train)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(aux["features"])
+    return logits.astype(jnp.float32), {"features": aux["features"]}
 
 
 class SketchPhotoEncoder(nn.Module):
@@ -134,10 +160,15 @@ class SketchPhotoEncoder(nn.Module):
             self.encode_photo(photos, train=train)[0])
 
 
-def _encoder_scopes(model: ImageEncoder | SketchPhotoEncoder) -> tuple[tuple[str, ...], ...]:
+Model = ImageEncoder | ImageClassifier | SketchPhotoEncoder
+
+
+def _encoder_scopes(model: Model) -> tuple[tuple[str, ...], ...]:
   """Paths, inside each variable collection, of the model's ImageEncoders."""
   if isinstance(model, ImageEncoder):
     return ((),)
+  if isinstance(model, ImageClassifier):
+    return (("encoder",),)
   return (("encoder",),) if model.shared else (("sketch",), ("photo",))
 
 
@@ -156,7 +187,7 @@ def _check_like(path: pathlib.Path, loaded: Variables, like: Variables) -> None:
     raise ValueError(f"{path}: weights the encoder's backbone does not have, e.g. {extra[:5]}")
 
 
-def _load_backbone(model: ImageEncoder | SketchPhotoEncoder, path: pathlib.Path,
+def _load_backbone(model: Model, path: pathlib.Path,
                    like: Variables) -> Variables:
   """Backbone variables (structured as `like`) from a local pretrained file."""
   if model.backbone == "mobilenet_v2":
@@ -173,7 +204,7 @@ def _load_backbone(model: ImageEncoder | SketchPhotoEncoder, path: pathlib.Path,
   return pretrained_weights.load_vit(path, like)
 
 
-def init_encoder_variables(model: ImageEncoder | SketchPhotoEncoder, rng: jax.Array,
+def init_encoder_variables(model: Model, rng: jax.Array,
                            image_size: int,
                            pretrained: str | pathlib.Path | None = None) -> Variables:
   """Random variables for [B, image_size, image_size, 3] inputs, then, with `pretrained`, the
@@ -185,7 +216,7 @@ def init_encoder_variables(model: ImageEncoder | SketchPhotoEncoder, rng: jax.Ar
   naming the file and the first key whose name or shape does not match.
   """
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  inputs = (images,) if isinstance(model, ImageEncoder) else (images, images)
+  inputs = (images, images) if isinstance(model, SketchPhotoEncoder) else (images,)
   variables = jax.jit(functools.partial(model.init, train=False))(rng, *inputs)
   if pretrained is None:
     return variables

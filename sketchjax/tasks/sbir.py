@@ -23,7 +23,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import jax
@@ -161,10 +161,18 @@ def embed_items(model: encoders.SketchPhotoEncoder, variables: dict, items: Sequ
 
   def features_of(variables, images):
     embeddings, aux = method.__func__(model.bind(variables), images, train=False)
-    return {"out": aux["features"] if backbone_features else embeddings}
+    return aux["features"] if backbone_features else embeddings
 
+  return embed_images(features_of, variables, items, config, mesh)
+
+
+def embed_images(features_of: Callable[[Any, jax.Array], jax.Array], variables: Any,
+                 items: Sequence[ImageItem], config: ml_collections.ConfigDict,
+                 mesh: jax.sharding.Mesh) -> np.ndarray:
+  """features_of(variables, images [B, S, S, 3]) -> [B, D] over every item, in
+  their order, preprocessed as `config.data` says: [len(items), D] float32."""
   # Every process gets every row (replicated), with its global index and weight.
-  encode = jax.jit(lambda v, b: {**features_of(v, b["image"]), "index": b["index"],
+  encode = jax.jit(lambda v, b: {"out": features_of(v, b["image"]), "index": b["index"],
                                   "weight": b["weight"]},
                    out_shardings=mesh_lib.replicated(mesh))
   out = None
@@ -194,6 +202,14 @@ def evaluate_split(model: encoders.SketchPhotoEncoder, variables: dict,
   sketches, photos = split.test.sketches, split.test.photos
   query = embed_items(model, variables, sketches, "sketch", config, mesh, backbone_features)
   gallery = embed_items(model, variables, photos, "photo", config, mesh, backbone_features)
+  return split_metrics(query, gallery, split, config, mesh)
+
+
+def split_metrics(query: np.ndarray, gallery: np.ndarray, split: sbir_splits.SbirSplit,
+                  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, float]:
+  """Retrieval metrics of embeddings of the split's test sketches [Nq, D] and
+  test photos [Ng, D] (in the split's order)."""
+  sketches, photos = split.test.sketches, split.test.photos
   labels = [np.array([split.test.label_index(i) for i in items]) for items in (sketches, photos)]
   match = _instance_matches(sketches, photos) if split.relevance == "instance" else None
   return retrieval_metrics.retrieval_metrics(
@@ -201,7 +217,7 @@ def evaluate_split(model: encoders.SketchPhotoEncoder, variables: dict,
       mesh=mesh)
 
 
-def _save_split_figure(model, variables, split: sbir_splits.SbirSplit, config,
+def save_split_figure(model, variables, split: sbir_splits.SbirSplit, config,
                        mesh, path: pathlib.Path) -> None:
   """The first test sketch of a few classes and its top-10 test photos."""
   sketches, photos = split.test.sketches, split.test.photos
@@ -248,7 +264,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
                                        mesh=mesh, custom_eval=custom_eval)
   variables = _restore(workdir, model, objective, config, mesh)
   if jax.process_index() == 0:
-    _save_split_figure(model, variables, split, config, mesh, workdir / "retrieval.png")
+    save_split_figure(model, variables, split, config, mesh, workdir / "retrieval.png")
   return metrics
 
 

@@ -48,12 +48,32 @@ class Objective:
     model_state)), and evaluate (and a custom eval) receive (params,
     model_state) in place of params. Stateful objectives take the whole global
     batch in one step (no micro-batches): their state updates are sequential.
+  update: for schedules a single gradient step cannot express (several
+    parameter groups updated in turn, inner loops: CrossX-DFL's estimator
+    steps then an encoder step), replaces loss-gradient-apply: (params,
+    model_state, opt_state, global batch, rng, constants) -> (params,
+    model_state, opt_state, metrics with scalar "loss" and "grad_norm").
+    Needs stateful=True; `loss` is then unused.
+  optimizer: the optimiser of the objective's params (e.g. an
+    `optax.multi_transform` of several groups), in place of the one of
+    config.optimizer.
+  constants: frozen arrays the update reads (pretrained teachers), passed to
+    it as an argument (never baked into the program, never checkpointed).
   """
 
   init: Callable[[jax.Array, Batch], Any]
-  loss: Callable[..., tuple[jax.Array, Any]]
+  loss: Callable[..., tuple[jax.Array, Any]] | None
   evaluate: Callable[[Any, Batch], dict[str, jax.Array]] | None
   stateful: bool = False
+  update: Callable[..., tuple[Any, Any, Any, dict]] | None = None
+  optimizer: optax.GradientTransformation | None = None
+  constants: Any = None
+
+  def make_optimizer(self, config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """`optimizer`, or the one of config.optimizer."""
+    if self.optimizer is not None:
+      return self.optimizer
+    return optim.make_optimizer(config.optimizer, config.train.num_steps)
 
 
 @flax.struct.dataclass
@@ -112,6 +132,8 @@ def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
   if objective.stateful and num_microbatches != 1:
     raise ValueError(f"train.microbatches={num_microbatches}: a stateful objective "
                      "(BatchNorm statistics, queues) trains on whole batches; set it to 1")
+  if objective.update is not None and not objective.stateful:
+    raise ValueError("an Objective with its own update must be stateful")
 
   def loss_and_grads(state: TrainState, batch: Batch, dropout_rng: jax.Array):
     """((loss, metrics), grads, new model state)."""
@@ -125,7 +147,17 @@ def _make_train_step(objective: Objective, tx: optax.GradientTransformation,
             state.params)
     return (loss, metrics), grads, model_state
 
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+  def custom_step(state: TrainState, batch: Batch, constants: Any) -> tuple[TrainState, dict]:
+    params, model_state, opt_state, metrics = objective.update(
+        state.params, state.model_state, state.opt_state, batch,
+        jax.random.fold_in(state.rng, state.step), constants)
+    metrics = {"learning_rate": schedule(state.step), **metrics}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
+
+  def train_step(state: TrainState, batch: Batch, constants: Any) -> tuple[TrainState, dict]:
+    if objective.update is not None:
+      return custom_step(state, batch, constants)
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     (loss, metrics), grads, model_state = loss_and_grads(state, batch, dropout_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -170,7 +202,7 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
   """Parameters of the latest checkpoint in workdir (for evaluation and inference);
   (params, model_state) for a stateful objective."""
   mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
-  tx = optim.make_optimizer(config.optimizer, config.train.num_steps)
+  tx = objective.make_optimizer(config)
   _, abstract, _ = _abstract_state(objective, tx, example_batch, config.seed, mesh)
   checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
                                              config.train.keep_checkpoints)
@@ -302,7 +334,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   train_iter yields host-local batches (dicts of numpy arrays, axis 0 this
   process's part of the global batch); a grain iterator's position is
-  checkpointed with the state. Returns the final eval metrics ({} without
+  checkpointed with the state (an iterator with a true `position_free`
+  attribute yields the same batches wherever it resumes: nothing to save). Returns the final eval metrics ({} without
   make_eval_iter). Stops with FloatingPointError on a non-finite loss when
   config.train.stop_on_nan, keeping the last checkpoint.
 
@@ -338,11 +371,12 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
   and signal handlers."""
   train = config.train
   data_iterator = train_iter if checkpoint_lib.is_checkpointable_iterator(train_iter) else None
-  if data_iterator is None:
+  if data_iterator is None and not getattr(train_iter, "position_free", False):
     logging.warning("train_iter (%s) is not a grain iterator: its position is not "
                     "checkpointed, so a resumed run sees different data",
                     type(train_iter).__name__)
-  tx = optim.make_optimizer(config.optimizer, train.num_steps)
+  tx = objective.make_optimizer(config)
+  constants = jax.device_put(objective.constants, mesh_lib.replicated(mesh))
   schedule = optim.make_schedule(config.optimizer, train.num_steps)
 
   first_batch = _next_global(train_iter, mesh, step=0)
@@ -387,7 +421,7 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
     batch = pending if pending is not None else _next_global(train_iter, mesh, step)
     pending = None
     with jax.transfer_guard("disallow"):
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, constants)
     step += 1
     log.push(step, metrics)
     if step % train.log_every == 0 or step == train.num_steps:

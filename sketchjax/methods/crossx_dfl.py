@@ -1,0 +1,272 @@
+"""CrossX-DFL (spec 2): estimators reconstruct class-aligned photo/sketch pairs
+from two frozen classifiers, and student encoders learn retrieval on them.
+
+One call of `period_update` is one schedule period of the paper (an "epoch"
+of the official code): `estimator_steps` estimator updates, each on fresh
+noise fed to both estimators, then one student update on the pairs of the
+last estimator step. Everything is a pure function of explicit arguments
+(the frozen networks come in as `Frozen` callables over a `constants` pytree),
+for `jax.jit` over a global batch.
+
+Which parts are whose:
+  paper and both codes  the estimator loss 3 L_oh + 5 L_ie + 0.1 L_a + L_modal +
+                        L_align, SGD(0.9) for both players, the 500:1 schedule;
+  main.py               + L_adv (`use_adv`), ProxyAnchor students (`metric`);
+  vanilla.py            InfoNCE students with two queues;
+  the paper's union     independent teachers + L_adv + InfoNCE (our default);
+  ours                  queues that update for any batch size
+                        (`official_queue=False`), per-image input handling of
+                        the students (`official_normalization=False`: the code
+                        normalises by statistics of thirds of the flat batch
+                        buffer, spec 2.4), estimator images resized to each
+                        network's input, students run with their running
+                        BatchNorm statistics inside the estimator step (the
+                        code leaves them in whatever mode they were), no
+                        gradients for frozen networks' weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sketchjax.methods import dfsbir_losses as losses
+
+# (constants, images float[B, S, S, 3] in [-1, 1]) -> (logits [B, C], features [B, F])
+Frozen = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the DF-SBIR code's "ImageNet" normalisation
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclasses.dataclass(frozen=True)
+class Weights:
+  """Estimator loss weights (the code's --oh 3, --ie 5, --a 0.1; 1 for the rest);
+  0 switches a term off."""
+
+  one_hot: float = 3.0
+  info_entropy: float = 5.0
+  activation: float = 0.1
+  modality: float = 1.0
+  alignment: float = 1.0
+  adversarial: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Teachers:
+  """The frozen networks, as functions of the `constants` pytree.
+
+  photo, sketch: classifiers (the same function for a unified teacher).
+  modality: images -> (logit [B, 1], features); None without L_modal.
+  photo_proxies, sketch_proxies: constants -> (kernel [F, C], bias [C]) of each
+    teacher's classifier (L_adv, ProxyAnchor).
+  shared_photo, shared_sketch: int indices [K] of the classes the two teachers
+    share, in each one's outputs (L_align compares those; all classes when the
+    teachers agree).
+  """
+
+  photo: Frozen
+  sketch: Frozen
+  modality: Frozen | None
+  photo_proxies: Callable[[Any], tuple[jax.Array, jax.Array]]
+  sketch_proxies: Callable[[Any], tuple[jax.Array, jax.Array]]
+  shared_photo: jax.Array | None = None
+  shared_sketch: jax.Array | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Students:
+  """The student encoders as functions of their variables.
+
+  encode: (variables, modality "photo" | "sketch", images at the student size in
+    the encoders' [-1, 1] convention, train) -> ((unit embeddings [B, D],
+    un-normalised features [B, F]), updated variables).
+  image_size: their input side; estimator images are resized to it.
+  input_transform: images -> images before `encode` during training (the
+    official normalisation bug, or identity).
+  """
+
+  encode: Callable[..., tuple[tuple[jax.Array, jax.Array], Any]]
+  image_size: int
+  input_transform: Callable[[jax.Array], jax.Array] = lambda x: x
+
+
+def resize(images: jax.Array, size: int) -> jax.Array:
+  """[B, S, S, C] -> [B, size, size, C], bilinear (identity when S == size)."""
+  if images.shape[1] == size:
+    return images
+  return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), "bilinear")
+
+
+def official_normalization(images: jax.Array, to_encoder: Callable[[jax.Array], jax.Array]
+                           ) -> jax.Array:
+  """The DF-SBIR code's student inputs (spec 2.4): the NCHW batch buffer viewed
+  as 3 rows (`x.view(3, -1)`), each row's mean/std applied to one channel, then
+  the CIFAR normalisation on top. `to_encoder` maps the normalised tensor y
+  (what the code's ResNet sees) into the encoder's [-1, 1] input convention."""
+  nchw = jnp.transpose(images, (0, 3, 1, 2))
+  thirds = nchw.reshape(3, -1)
+  mean, std = jnp.mean(thirds, axis=1), jnp.std(thirds, axis=1, ddof=1)
+  y = (nchw - mean[None, :, None, None]) / std[None, :, None, None]
+  y = (y - jnp.asarray(CIFAR_MEAN)[None, :, None, None]) / jnp.asarray(CIFAR_STD)[None, :, None,
+                                                                                  None]
+  return to_encoder(jnp.transpose(y, (0, 2, 3, 1)))
+
+
+def estimator_loss(estimator_params: Any, estimator_state: Any, *, generate: Callable,
+                   noise: jax.Array, teachers: Teachers, students: Students,
+                   student_variables: Any, constants: Any, weights: Weights
+                   ) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
+  """L_G of one estimator step.
+
+  generate: (estimator params, estimator state, noise) -> ((photos, sketches)
+    [B, S, S, 3] in [-1, 1], new estimator state).
+  Returns (L_G, (metrics, new estimator state, (photos, sketches, photo
+  pseudo-labels, sketch pseudo-labels))). Only `estimator_params` are
+  differentiated; the students run with their running statistics.
+  """
+  (photos, sketches), new_state = generate(estimator_params, estimator_state, noise)
+  photo_logits, photo_features = teachers.photo(constants, photos)
+  sketch_logits, sketch_features = teachers.sketch(constants, sketches)
+  terms = {
+      "one_hot": losses.one_hot_loss(photo_logits) + losses.one_hot_loss(sketch_logits),
+      "info_entropy": (losses.info_entropy_loss(photo_logits) +
+                       losses.info_entropy_loss(sketch_logits)),
+      "activation": (losses.activation_loss(photo_features) +
+                     losses.activation_loss(sketch_features)),
+  }
+  if weights.modality and teachers.modality is not None:
+    terms["modality"] = losses.modality_loss(teachers.modality(constants, photos)[0][:, 0],
+                                             teachers.modality(constants, sketches)[0][:, 0])
+  if weights.alignment:
+    aligned = lambda logits, index: logits if index is None else logits[:, index]
+    terms["alignment"] = losses.alignment_loss(aligned(photo_logits, teachers.shared_photo),
+                                               aligned(sketch_logits, teachers.shared_sketch))
+  photo_labels = jnp.argmax(photo_logits, -1)
+  sketch_labels = jnp.argmax(sketch_logits, -1)
+  if weights.adversarial:
+    adversarial = 0.0
+    for modality, images, labels, proxies in (
+        ("photo", photos, photo_labels, teachers.photo_proxies),
+        ("sketch", sketches, sketch_labels, teachers.sketch_proxies)):
+      (_, features), _ = students.encode(student_variables, modality,
+                                         students.input_transform(
+                                             resize(images, students.image_size)),
+                                         train=False)
+      adversarial += losses.adversarial_loss(features, *proxies(constants), labels)
+    terms["adversarial"] = adversarial
+  total = sum(getattr(weights, name) * value for name, value in terms.items())
+  return total, (terms, new_state, (photos, sketches, photo_labels, sketch_labels))
+
+
+def student_loss(student_params: Any, student_state: Any, *, students: Students,
+                 pairs: tuple, teachers: Teachers, constants: Any, queues: losses.Queues,
+                 metric: str, temperature: float) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
+  """L_metric of the student step on generated pairs (no gradient to the estimators).
+
+  Returns (loss, (metrics, new student state, (photo, sketch) embeddings)).
+  """
+  photos, sketches, photo_labels, sketch_labels = jax.tree.map(jax.lax.stop_gradient, pairs)
+  variables = {"params": student_params, **student_state}
+  prepare = lambda x: students.input_transform(resize(x, students.image_size))
+  (photo, _), variables = students.encode(variables, "photo", prepare(photos), train=True)
+  (sketch, _), variables = students.encode(variables, "sketch", prepare(sketches), train=True)
+  new_state = {k: v for k, v in variables.items() if k != "params"}
+  if metric == "info_nce":
+    loss = losses.queue_info_nce(photo, sketch, queues, temperature)
+  elif metric == "proxy_anchor":
+    kernel_p, _ = teachers.photo_proxies(constants)
+    kernel_s, _ = teachers.sketch_proxies(constants)
+    loss = (losses.proxy_anchor_loss(photo, photo_labels, kernel_p.T) +
+            losses.proxy_anchor_loss(sketch, sketch_labels, kernel_s.T))
+  else:
+    raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce' or 'proxy_anchor'")
+  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1))}
+  return loss, (metrics, new_state, (photo, sketch))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """One period: `estimator_steps` estimator updates, then one student update.
+
+  batch_size: pairs per estimator step (global); latent_dim: noise width.
+  metric, temperature: the students' loss; official_queue: the queue of the
+  code (updated only when K % B == 0).
+  """
+
+  estimator_steps: int
+  batch_size: int
+  latent_dim: int
+  metric: str = "info_nce"
+  temperature: float = 0.07
+  official_queue: bool = False
+
+
+def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Array,
+                  constants: Any, *, generate: Callable, teachers: Teachers,
+                  students: Students, weights: Weights, schedule: Schedule,
+                  optimizers: dict[str, optax.GradientTransformation],
+                  shard: Callable[[jax.Array], jax.Array] = lambda x: x
+                  ) -> tuple[dict, dict, dict, dict]:
+  """One schedule period. params {"estimators", "students"}; model_state
+  {"estimators", "students", "queues"}; opt_state per group; `shard` places the
+  noise batch on the devices (a sharding constraint). Returns the updated
+  (params, model_state, opt_state, metrics)."""
+  student_variables = {"params": params["students"], **model_state["students"]}
+
+  def estimator_step(carry, index):
+    est_params, est_state, est_opt = carry
+    noise = shard(jax.random.normal(jax.random.fold_in(rng, index),
+                                    (schedule.batch_size, schedule.latent_dim)))
+    (loss, (terms, est_state, pairs)), grads = jax.value_and_grad(
+        estimator_loss, has_aux=True)(
+            est_params, est_state, generate=generate, noise=noise, teachers=teachers,
+            students=students, student_variables=student_variables, constants=constants,
+            weights=weights)
+    updates, est_opt = optimizers["estimators"].update(grads, est_opt, est_params)
+    est_params = optax.apply_updates(est_params, updates)
+    out = {"estimator_loss": loss, "estimator_grad_norm": optax.tree.norm(grads),
+           **{f"L_{name}": value for name, value in terms.items()}}
+    return (est_params, est_state, est_opt), (out, pairs)
+
+  carry = (params["estimators"], model_state["estimators"], opt_state["estimators"])
+  carry, (per_step, pairs) = jax.lax.scan(estimator_step, carry,
+                                          jnp.arange(schedule.estimator_steps))
+  est_params, est_state, est_opt = carry
+  last_pairs = jax.tree.map(lambda x: x[-1], pairs)
+  (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
+      student_loss, has_aux=True)(
+          params["students"], model_state["students"], students=students, pairs=last_pairs,
+          teachers=teachers, constants=constants, queues=model_state["queues"],
+          metric=schedule.metric, temperature=schedule.temperature)
+  updates, student_opt = optimizers["students"].update(grads, opt_state["students"],
+                                                       params["students"])
+  queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue)
+  agreement = jnp.mean((last_pairs[2] == last_pairs[3]).astype(jnp.float32))
+  metrics = {**jax.tree.map(jnp.mean, per_step), **metrics, "loss": loss,
+             "grad_norm": optax.tree.norm(grads), "teacher_label_agreement": agreement}
+  return ({"estimators": est_params, "students": optax.apply_updates(params["students"], updates)},
+          {"estimators": est_state, "students": student_state, "queues": queues},
+          {"estimators": est_opt, "students": student_opt}, metrics)
+
+
+def two_group_optimizer(optimizers: dict[str, optax.GradientTransformation]
+                        ) -> optax.GradientTransformation:
+  """One transformation over {group: params} applying each group's own
+  optimiser (state {group: state}); `period_update` calls the groups'
+  optimisers one at a time, so a group's momentum moves only when it is
+  updated."""
+
+  def init(params):
+    return {name: tx.init(params[name]) for name, tx in optimizers.items()}
+
+  def update(grads, state, params=None):
+    out = {name: tx.update(grads[name], state[name], None if params is None else params[name])
+           for name, tx in optimizers.items()}
+    return {n: o[0] for n, o in out.items()}, {n: o[1] for n, o in out.items()}
+
+  return optax.GradientTransformation(init, update)

@@ -1,0 +1,146 @@
+"""The losses of CrossX-DFL (spec 2.5), as the official code computes them.
+
+Estimator terms (each on one modality's teacher outputs; the estimator loss
+sums the photo and the sketch term):
+  one_hot_loss        L_oh: cross-entropy of the logits with their own argmax (DAFL);
+  info_entropy_loss   L_ie: sum_c p̄_c log10 p̄_c of the batch-mean softmax (the
+                      code's log10; minimising it spreads the classes);
+  activation_loss     L_a: minus the mean |feature| (DAFL);
+  modality_loss       L_modal: BCE-with-logits, photos 0 and sketches 1;
+  alignment_loss      L_align: KL(stopgrad(softmax(sketch)) || softmax(photo)),
+                      so only the photo branch gets a gradient;
+  adversarial_loss    L_adv: minus the cross-entropy of the students'
+                      un-normalised features under the teacher's classifier
+                      (its weights as proxies) against the teacher's pseudo-labels.
+Encoder (student) losses:
+  queue_info_nce      InfoNCE of photo->sketch and sketch->photo with negatives
+                      from two key queues (`Queues`, MoCo's without momentum
+                      encoder);
+  proxy_anchor_loss   Proxy Anchor (pytorch-metric-learning's defaults, cosine)
+                      with fixed proxies (the teacher's classifier weights).
+All take float32 arrays with the batch on axis 0; under `jit` over a global
+batch they see every device's rows, so the negatives of InfoNCE and the batch
+statistics of L_ie come from the whole batch.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def one_hot_loss(logits: jax.Array) -> jax.Array:
+  """[B, C] -> mean CE(logits, argmax logits) (the pseudo-label carries no gradient)."""
+  labels = jax.lax.stop_gradient(jnp.argmax(logits, axis=-1))
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def info_entropy_loss(logits: jax.Array) -> jax.Array:
+  """[B, C] -> sum_c p̄_c log10 p̄_c, p̄ the batch mean of softmax(logits)
+  (minus the entropy in decimal digits; -log10 C at its minimum, uniform p̄)."""
+  mean = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)
+  return jnp.sum(mean * jnp.log10(mean))
+
+
+def activation_loss(features: jax.Array) -> jax.Array:
+  """[B, F] -> -mean |features|."""
+  return -jnp.mean(jnp.abs(features))
+
+
+def modality_loss(photo_logit: jax.Array, sketch_logit: jax.Array) -> jax.Array:
+  """[B], [B] modality-network logits -> BCE(photo, 0) + BCE(sketch, 1), batch means."""
+  return (jnp.mean(optax.sigmoid_binary_cross_entropy(photo_logit, jnp.zeros_like(photo_logit)))
+          + jnp.mean(optax.sigmoid_binary_cross_entropy(sketch_logit,
+                                                        jnp.ones_like(sketch_logit))))
+
+
+def alignment_loss(photo_logits: jax.Array, sketch_logits: jax.Array) -> jax.Array:
+  """[B, C], [B, C] -> (1/B) sum_i KL(q_i || softmax(photo_i)), q = stopgrad softmax(sketch)."""
+  q = jax.lax.stop_gradient(jax.nn.softmax(sketch_logits, axis=-1))
+  log_p = jax.nn.log_softmax(photo_logits, axis=-1)
+  return jnp.sum(q * (jnp.log(jnp.maximum(q, 1e-30)) - log_p)) / photo_logits.shape[0]
+
+
+def adversarial_loss(features: jax.Array, kernel: jax.Array, bias: jax.Array,
+                     labels: jax.Array) -> jax.Array:
+  """-mean CE(features @ kernel + bias, labels): features [B, F] (the student's,
+  un-normalised), kernel [F, C] and bias [C] (the teacher's classifier),
+  labels [B] (the teacher's pseudo-labels). Maximising the student's error
+  pushes the estimators towards pairs the students have not learnt yet."""
+  logits = features @ kernel + bias
+  return -jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def _unit(x: jax.Array, axis: int = -1) -> jax.Array:
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
+
+
+@flax.struct.dataclass
+class Queues:
+  """Negative keys for InfoNCE: `sketch_keys` [K, D] (negatives of photo
+  queries), `photo_keys` [K, D], and `position` (int32 [], the next slot)."""
+
+  sketch_keys: jax.Array
+  photo_keys: jax.Array
+  position: jax.Array
+
+  @classmethod
+  def random(cls, rng: jax.Array, size: int, dim: int) -> "Queues":
+    """Unit Gaussian keys, as the official queues start."""
+    a, b = jax.random.split(rng)
+    return cls(_unit(jax.random.normal(a, (size, dim))), _unit(jax.random.normal(b, (size, dim))),
+               jnp.zeros((), jnp.int32))
+
+  def push(self, sketch: jax.Array, photo: jax.Array, *, official: bool = False) -> "Queues":
+    """The queues with the batch's keys [B, D] written at `position` (a ring;
+    for B > K the last K rows). official=True reproduces MoCo's
+    `_dequeue_and_enqueue` of the DF-SBIR code: nothing happens unless K % B == 0
+    (at the code's B = 512, K = 128: never, so the negatives stay random)."""
+    size, batch = self.sketch_keys.shape[0], sketch.shape[0]
+    if official and size % batch:
+      return self
+    rows = min(batch, size)
+    slots = (self.position + jnp.arange(rows)) % size
+    write = lambda queue, keys: queue.at[slots].set(jax.lax.stop_gradient(keys[-rows:]))
+    return Queues(write(self.sketch_keys, sketch), write(self.photo_keys, photo),
+                  (self.position + rows) % size)
+
+
+def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
+                   temperature: float = 0.07) -> jax.Array:
+  """CE([u_p . sg(u_s), u_p . Q_s] / T, 0) + CE([u_s . sg(u_p), u_s . Q_p] / T, 0),
+  batch means; photo, sketch [B, D] unit embeddings of the pairs (row i of
+  both from the same noise), queues of [K, D] keys. The positive key carries
+  no gradient (the code's `k.detach()`)."""
+
+  def one_way(query: jax.Array, key: jax.Array, negatives: jax.Array) -> jax.Array:
+    positive = jnp.sum(query * jax.lax.stop_gradient(key), axis=-1, keepdims=True)
+    logits = jnp.concatenate([positive, query @ negatives.T], axis=-1) / temperature
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.zeros(query.shape[0], jnp.int32)))
+
+  return (one_way(photo, sketch, queues.sketch_keys) +
+          one_way(sketch, photo, queues.photo_keys))
+
+
+def proxy_anchor_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,
+                      margin: float = 0.1, alpha: float = 32.0) -> jax.Array:
+  """Proxy Anchor on cosine similarity (pytorch-metric-learning's ProxyAnchorLoss).
+
+  embeddings [B, D], labels [B] int, proxies [C, D] (normalised here):
+    (1/|P+|) sum_{p in P+} log(1 + sum_{x in X_p+} exp(-alpha (s(x,p) - margin)))
+    + (1/C) sum_p log(1 + sum_{x in X_p-} exp(alpha (s(x,p) + margin)))
+  with P+ the proxies with a positive in the batch.
+  """
+  sim = _unit(embeddings) @ _unit(proxies).T  # [B, C]
+  positive = jax.nn.one_hot(labels, proxies.shape[0], dtype=bool)
+  # log(1 + sum exp(z)) over the masked rows = logsumexp over them and a 0.
+  def log1p_sum_exp(z, mask):
+    z = jnp.where(mask, z, -jnp.inf)
+    return jnp.logaddexp(0.0, jax.nn.logsumexp(z, axis=0, where=mask))
+  pos = jnp.where(positive.any(0), log1p_sum_exp(-alpha * (sim - margin), positive), 0.0)
+  neg = log1p_sum_exp(alpha * (sim + margin), ~positive)
+  with_positives = jnp.maximum(jnp.sum(positive.any(0)), 1)
+  return jnp.sum(pos) / with_positives + jnp.mean(neg)

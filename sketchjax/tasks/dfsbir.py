@@ -1,0 +1,287 @@
+"""Task `dfsbir`: data-free SBIR with CrossX-DFL (sketchjax/methods/crossx_dfl.py).
+
+Modes (`config.mode`):
+  teacher: trains one frozen network (`teacher.kind`: photo, sketch, unified
+    classifier or the modality network) on the split's training side, in its
+    own workdir; its accuracy on the test side at every eval.
+  train: the estimators and the student encoders from the teachers of
+    `config.teachers` alone (no real image is read but the test set, for the
+    evaluation); retrieval metrics of the real test set at every eval; at the
+    end `reconstructions.png` (estimator pairs per class from shared noise),
+    `map_by_step.png` and `retrieval.png`.
+  evaluate_teachers: the "classifier only" baseline: test sketches and photos
+    embedded by their teacher's class probabilities.
+Results of evaluate_teachers go to `<workdir>/eval_teachers_<split>.json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+import ml_collections
+import numpy as np
+import optax
+
+from sketchjax.data import image_pipeline
+from sketchjax.data import pipeline
+from sketchjax.methods import crossx_dfl
+from sketchjax.methods import dfsbir_losses
+from sketchjax.models import dcgan
+from sketchjax.models import encoders
+from sketchjax.models import torchvision_resnet
+from sketchjax.tasks import dfsbir_figures
+from sketchjax.tasks import dfsbir_teachers
+from sketchjax.tasks import sbir
+from sketchjax.training import mesh as mesh_lib
+from sketchjax.training import trainer
+
+
+def _write_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+  if jax.process_index() == 0 and not trainer.has_checkpoint(str(workdir)):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / dfsbir_teachers.CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
+
+
+def train_teacher(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Trains `config.teacher.kind` on the split's training images."""
+  kind = config.teacher.kind
+  if kind not in dfsbir_teachers.KINDS:
+    raise ValueError(f"unknown teacher.kind {kind!r}; expected one of {dfsbir_teachers.KINDS}")
+  split = sbir.load_split(config)
+  config = ml_collections.ConfigDict(config.to_dict())
+  classes = ("photo", "sketch") if kind == "modality" else split.train.classes
+  config.teacher.classes = list(classes)
+  config.teacher.num_classes = 1 if kind == "modality" else len(classes)
+  _write_config(workdir, config)
+  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+  model = dfsbir_teachers.build_classifier(config.teacher, config.teacher.num_classes)
+  preprocess = sbir.preprocess_of(config)
+  train_iter = image_pipeline.pair_train_iterator(
+      *sbir.train_sources(config, split, workdir), global_batch_size=config.train.batch_size,
+      seed=config.seed, preprocess=preprocess, pairing="class", cache=config.data.cache_images)
+  test = {"photo": image_pipeline.ItemSource(split.test.photos, split.test.classes),
+          "sketch": image_pipeline.ItemSource(split.test.sketches, split.test.classes)}
+
+  def custom_eval(variables) -> dict[str, float]:
+    params, state = variables
+    variables = {"params": params, **state}
+    if kind == "modality":
+      return {f"{m}_accuracy": dfsbir_teachers.accuracy(model, variables, test[m], kind, config,
+                                                        preprocess, mesh, target=i)
+              for i, m in enumerate(("photo", "sketch"))}
+    shown = ("photo", "sketch") if kind == "unified" else (kind,)
+    return {f"{m}_accuracy": dfsbir_teachers.accuracy(model, variables, test[m], kind, config,
+                                                      preprocess, mesh) for m in shown}
+
+  return trainer.train_and_evaluate(config, str(workdir),
+                                    dfsbir_teachers.teacher_objective(model, config),
+                                    train_iter, None, mesh=mesh, custom_eval=custom_eval)
+
+
+class NoiseBatches:
+  """The batches of CrossX-DFL's trainer steps: no data, only the batch size
+  ({"pair": int32 [B / processes]}); the noise is drawn inside the step from
+  the state's key, so there is no position to checkpoint."""
+
+  position_free = True
+
+  def __init__(self, global_batch_size: int):
+    self._batch = {"pair": np.zeros(pipeline.process_batch_size(global_batch_size),
+                                    np.int32)}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return self._batch
+
+
+def build_students(config: ml_collections.ConfigDict) -> encoders.SketchPhotoEncoder:
+  s = config.students
+  return encoders.SketchPhotoEncoder(backbone=s.backbone, embed_dim=s.embed_dim, shared=False,
+                                     mobilenet_batch_norm=not s.pretrained)
+
+
+def _to_encoder_convention(backbone: str):
+  """Maps a tensor normalised for the backbone's first layer back to the
+  encoders' [-1, 1] input (ResNets apply the ImageNet normalisation inside)."""
+  if backbone.startswith("resnet"):
+    mean = jnp.asarray(torchvision_resnet.IMAGENET_MEAN)
+    std = jnp.asarray(torchvision_resnet.IMAGENET_STD)
+    return lambda y: 2 * (y * std + mean) - 1
+  return lambda y: y
+
+
+def students_of(model: encoders.SketchPhotoEncoder, config: ml_collections.ConfigDict
+                ) -> crossx_dfl.Students:
+  def encode(variables, modality, images, train):
+    method = model.encode_photo if modality == "photo" else model.encode_sketch
+    if not train:
+      embeddings, aux = model.apply(variables, images, method=method)
+      return (embeddings, aux["features"]), variables
+    (embeddings, aux), updates = model.apply(variables, images, train=True, method=method,
+                                             mutable=["batch_stats"])
+    return (embeddings, aux["features"]), {**variables, **updates}
+
+  transform = (functools.partial(crossx_dfl.official_normalization,
+                                 to_encoder=_to_encoder_convention(config.students.backbone))
+               if config.students.official_normalization else (lambda x: x))
+  return crossx_dfl.Students(encode, config.data.image_size, transform)
+
+
+def _estimator(config: ml_collections.ConfigDict) -> dcgan.Estimator:
+  e = config.estimator
+  return dcgan.Estimator(latent_dim=e.latent_dim, width=e.width, output_size=e.output_size)
+
+
+def generate_fn(estimator: dcgan.Estimator, train: bool = True):
+  """(params, state, noise) -> ((photos, sketches), new state) of the two estimators."""
+
+  def generate(params, state, noise):
+    out, new_state = {}, {}
+    for modality in ("photo", "sketch"):
+      variables = {"params": params[modality], **state[modality]}
+      if train:
+        out[modality], new_state[modality] = estimator.apply(
+            variables, noise, train=True, mutable=["batch_stats"])
+      else:
+        out[modality], new_state[modality] = estimator.apply(variables, noise), state[modality]
+    return (out["photo"], out["sketch"]), new_state
+
+  return generate
+
+
+def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teachers,
+                  constants: dict, students: encoders.SketchPhotoEncoder,
+                  mesh: jax.sharding.Mesh) -> trainer.Objective:
+  """CrossX-DFL as a trainer objective: one trainer step is one period."""
+  dfl = config.dfl
+  if dfl.batch_size % mesh.shape[mesh_lib.DATA_AXIS]:
+    raise ValueError(f"dfl.batch_size={dfl.batch_size} must divide over the "
+                     f"{mesh.shape[mesh_lib.DATA_AXIS]} devices of the data axis")
+  estimator = _estimator(config)
+  optimizers = {
+      "estimators": optax.sgd(dfl.estimator_learning_rate, momentum=0.9),
+      "students": optax.sgd(optax.cosine_decay_schedule(dfl.student_learning_rate,
+                                                        config.train.num_steps), momentum=0.9),
+  }
+  initial: list[dict] = []
+
+  def init(rng, batch):
+    del batch
+    if not initial:
+      initial.append(jax.device_get(encoders.init_encoder_variables(
+          students, jax.random.key(config.seed), config.data.image_size,
+          config.students.pretrained or None)))
+    student_vars = jax.tree.map(jnp.asarray, initial[0])
+    photo_rng, sketch_rng, queue_rng = jax.random.split(rng, 3)
+    noise = jnp.zeros((1, config.estimator.latent_dim))
+    est = {"photo": estimator.init(photo_rng, noise), "sketch": estimator.init(sketch_rng, noise)}
+    embed_dim = jax.eval_shape(
+        lambda v: students.apply(v, jnp.zeros((1, config.data.image_size,
+                                               config.data.image_size, 3)),
+                                 method=students.encode_photo)[0], student_vars).shape[-1]
+    params = {"estimators": {m: v["params"] for m, v in est.items()},
+              "students": student_vars["params"]}
+    state = {"estimators": {m: {"batch_stats": v["batch_stats"]} for m, v in est.items()},
+             "students": {k: v for k, v in student_vars.items() if k != "params"},
+             "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim)}
+    return params, state
+
+  weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
+                               activation=dfl.activation, modality=dfl.modality,
+                               alignment=dfl.alignment, adversarial=dfl.adversarial)
+  schedule = crossx_dfl.Schedule(
+      estimator_steps=dfl.estimator_steps, batch_size=dfl.batch_size,
+      latent_dim=config.estimator.latent_dim, metric=dfl.metric, temperature=dfl.temperature,
+      official_queue=dfl.official_queue)
+  noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
+
+  def update(params, model_state, opt_state, batch, rng, constants):
+    del batch  # Only its size: the noise is drawn from rng.
+    return crossx_dfl.period_update(
+        params, model_state, opt_state, rng, constants, generate=generate_fn(estimator),
+        teachers=teachers, students=students_of(students, config), weights=weights,
+        schedule=schedule, optimizers=optimizers,
+        shard=lambda x: jax.lax.with_sharding_constraint(x, noise_sharding))
+
+  return trainer.Objective(init=init, loss=None, evaluate=None, stateful=True, update=update,
+                           optimizer=crossx_dfl.two_group_optimizer(optimizers),
+                           constants=constants)
+
+
+def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """CrossX-DFL from the teachers; retrieval on the real test set."""
+  split = sbir.load_split(config)
+  _write_config(workdir, config)
+  teachers, constants = dfsbir_teachers.load_teachers(config, split.train.classes)
+  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+  students = build_students(config)
+  objective = dfl_objective(config, teachers, constants, students, mesh)
+
+  def student_variables(variables) -> dict:
+    params, state = variables
+    return {"params": params["students"], **state["students"]}
+
+  def custom_eval(variables) -> dict[str, float]:
+    return sbir.evaluate_split(students, student_variables(variables), split, config, mesh)
+
+  metrics = trainer.train_and_evaluate(config, str(workdir), objective,
+                                       NoiseBatches(config.dfl.batch_size), None, mesh=mesh,
+                                       custom_eval=custom_eval)
+  params, state = trainer.restore_params(str(workdir), objective,
+                                         next(NoiseBatches(config.dfl.batch_size)), config, mesh)
+  if jax.process_index() == 0:
+    _save_figures(config, workdir, params, state, teachers, constants, students, split, mesh)
+  return metrics
+
+
+def _save_figures(config, workdir, params, state, teachers, constants, students, split, mesh):
+  generate = generate_fn(_estimator(config), train=False)
+  noise = jax.random.normal(jax.random.key(config.seed + 1),
+                            (max(64, config.dfl.batch_size), config.estimator.latent_dim))
+  (photos, sketches), _ = jax.jit(generate)(params["estimators"], state["estimators"], noise)
+  photo_labels = jnp.argmax(teachers.photo(constants, photos)[0], -1)
+  sketch_labels = jnp.argmax(teachers.sketch(constants, sketches)[0], -1)
+  dfsbir_figures.save_reconstructions(workdir / "reconstructions.png", *jax.device_get(
+      (photos, sketches, photo_labels, sketch_labels)), split.train.classes)
+  dfsbir_figures.save_map_by_step(workdir / "map_by_step.png", workdir / "metrics.jsonl")
+  sbir.save_split_figure(students, {"params": params["students"], **state["students"]}, split,
+                         config, mesh, workdir / "retrieval.png")
+
+
+def evaluate_teachers(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """The "classifier only" baseline: each test image embedded by its
+  modality's teacher's class probabilities (cosine retrieval)."""
+  split = sbir.load_split(config)
+  teachers, constants = dfsbir_teachers.load_teachers(config, split.test.classes)
+  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
+  probabilities = lambda teacher: (lambda c, images: jax.nn.softmax(teacher(c, images)[0], -1))
+  query = sbir.embed_images(probabilities(teachers.sketch), constants, split.test.sketches,
+                            config, mesh)
+  gallery = sbir.embed_images(probabilities(teachers.photo), constants, split.test.photos,
+                              config, mesh)
+  result = {"split": config.data.split, "baseline": "classifier only",
+            "teachers": {k: config.teachers[k] for k in ("photo", "sketch")},
+            **sbir.split_metrics(query, gallery, split, config, mesh)}
+  print(json.dumps(result))
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / f"eval_teachers_{config.data.split}.json").write_text(json.dumps(result, indent=1))
+  return result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Entry point of the task: dispatches on `config.mode`."""
+  modes = {"teacher": train_teacher, "train": train, "evaluate_teachers": evaluate_teachers}
+  if config.mode not in modes:
+    raise ValueError(f"unknown mode {config.mode!r}; expected one of {list(modes)}")
+  logging.info("dfsbir %s", config.mode)
+  return modes[config.mode](config, pathlib.Path(workdir))

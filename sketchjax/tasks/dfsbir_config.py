@@ -1,0 +1,133 @@
+"""The configuration of the data-free SBIR task (CrossX-DFL), for configs/dfsbir_*.py.
+
+Sized for this 2-core CPU by default (10 Sketchy classes, as the official
+"reduced" 10-class prototype; 32 px estimators of width 32; MobileNetV2
+students and teachers with ImageNet init at 64 px). The official sizes are the
+`official` variant: 224-wide DCGAN estimators at 64 px, ResNet-34 everything,
+batch 512, 500 estimator steps a period, 2000 periods.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from sketchjax.tasks import sbir_config
+
+# The official "reduced" prototype has 10 Sketchy classes, not named; ours are
+# 10 of the Sketchy subset that ImageNet MobileNetV2 (imagenet_classes.py) and
+# doodleNet both know, for the fully data-free setting.
+TEN_CLASSES = "airplane,bicycle,cat,chair,cup,dog,guitar,horse,teapot,umbrella"
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = sbir_config.base_config()  # data, eval, train keys as the sbir task
+  c.task = "dfsbir"
+  # "teacher": train one frozen network (teacher.kind) in workdir;
+  # "train": CrossX-DFL from the teachers' workdirs; "evaluate_teachers": the
+  # "classifier only" baseline (teacher probabilities as embeddings).
+  c.mode = "train"
+  c.data.classes = TEN_CLASSES
+  c.data.image_size = 64  # teachers' and students' input side (224 faithful)
+  del c.model, c.loss, c.retrieve
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.kind = "photo"  # "photo" | "sketch" | "unified" | "modality"
+  c.teacher.backbone = "mobilenet_v2"  # or "resnet34" (official, random init here)
+  c.teacher.pretrained = str(sbir_config.MOBILENET_V2_TFLITE)  # "" = random init
+
+  c.teachers = ml_collections.ConfigDict()
+  c.teachers.photo = ""  # workdir of a photo (or unified) teacher
+  c.teachers.sketch = ""  # workdir of a sketch (or the same unified) teacher
+  c.teachers.modality = ""  # workdir of the modality network; "" = no L_modal
+
+  c.estimator = ml_collections.ConfigDict()
+  c.estimator.latent_dim = 128  # 1000 official
+  c.estimator.width = 32  # 224 official
+  c.estimator.output_size = 32  # 64 official
+
+  c.students = ml_collections.ConfigDict()
+  c.students.backbone = "mobilenet_v2"  # "resnet34" official
+  c.students.pretrained = str(sbir_config.MOBILENET_V2_TFLITE)  # "" = random (official)
+  c.students.embed_dim = 0  # 0: normalised backbone features (official); else a projection
+  c.students.official_normalization = False  # True: the code's thirds-of-buffer statistics
+
+  c.dfl = ml_collections.ConfigDict()
+  c.dfl.batch_size = 32  # pairs per estimator step (512 official)
+  c.dfl.estimator_steps = 20  # per period (500 official)
+  c.dfl.one_hot, c.dfl.info_entropy, c.dfl.activation = 3.0, 5.0, 0.1
+  c.dfl.modality, c.dfl.alignment, c.dfl.adversarial = 1.0, 1.0, 1.0
+  c.dfl.metric = "info_nce"  # "info_nce" (vanilla.py) | "proxy_anchor" (main.py)
+  c.dfl.temperature = 0.07
+  c.dfl.queue_size = 128
+  c.dfl.official_queue = False  # True: updated only when queue_size % batch_size == 0
+  c.dfl.estimator_learning_rate = 1e-5  # SGD momentum 0.9, constant (official)
+  c.dfl.student_learning_rate = 1e-5  # SGD momentum 0.9, cosine over the periods (official)
+
+  c.train.batch_size = 8  # teacher mode: pairs a step
+  c.train.num_steps = 100  # teacher mode: steps; train mode: periods
+  c.train.log_every = 10
+  c.train.eval_every = 50
+  c.train.checkpoint_every = 50
+  return c
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+  c.data.image_size = 32
+  c.data.classes = "airplane,cat,dog,horse,zebra"
+  c.estimator.latent_dim, c.estimator.width, c.estimator.output_size = 16, 8, 16
+  c.dfl.batch_size = 8
+  c.dfl.estimator_steps = 2
+  c.dfl.queue_size = 16
+  c.train.batch_size = 8
+  c.train.eval_batch_size = 16
+  c.train.num_steps = 4
+  c.train.log_every = 2
+  c.train.eval_every = 4
+  c.train.checkpoint_every = 2
+  c.eval.figure_queries = 2
+
+
+def official(c: ml_collections.ConfigDict) -> None:
+  """The official code's sizes (spec 2.2-2.6)."""
+  c.data.image_size = 224
+  c.data.preprocess = "dfsbir"
+  c.teacher.backbone = c.students.backbone = "resnet34"
+  c.teacher.pretrained = c.students.pretrained = ""
+  c.estimator.latent_dim, c.estimator.width, c.estimator.output_size = 1000, 224, 64
+  c.dfl.batch_size = 512
+  c.dfl.estimator_steps = 500
+  c.train.num_steps = 2000
+  c.train.eval_every = c.train.checkpoint_every = 10
+
+
+VARIANTS = ("smoke", "official", "proxy_anchor", "no_align", "no_modal", "no_adv",
+            "official_queue", "official_normalization", "random_students")
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Comma-separated VARIANTS and split names (sbir_config.SPLIT_VARIANTS)."""
+  for variant in filter(None, (arg or "").split(",")):
+    if variant in sbir_config.SPLIT_VARIANTS:
+      c.data.split = sbir_config.SPLIT_VARIANTS[variant]
+    elif variant == "smoke":
+      smoke(c)
+    elif variant == "official":
+      official(c)
+    elif variant == "proxy_anchor":
+      c.dfl.metric = "proxy_anchor"
+    elif variant == "no_align":
+      c.dfl.alignment = 0.0
+    elif variant == "no_modal":
+      c.dfl.modality = 0.0
+    elif variant == "no_adv":
+      c.dfl.adversarial = 0.0
+    elif variant == "official_queue":
+      c.dfl.official_queue = True
+    elif variant == "official_normalization":
+      c.students.official_normalization = True
+    elif variant == "random_students":
+      c.students.pretrained = ""
+    else:
+      raise ValueError(f"unknown variant {variant!r}; expected a comma-separated list of "
+                       f"{sorted([*VARIANTS, *sbir_config.SPLIT_VARIANTS])}")
+  return c
