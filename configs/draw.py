@@ -39,6 +39,7 @@ def get_config(arg: str | None = None):
   c.assist.temperature = 0.4
   c.assist.rdp_epsilon = 2.0  # as QuickDraw's simplified drawings (0..255 units)
   c.assist.supersample = 4
+  c.assist.max_segments = 1024  # a drawing with more after RDP is refused (422)
 
   c.limits = ml_collections.ConfigDict()  # sketchjax.tasks.draw_requests.Limits
   c.limits.max_body_bytes = 1_000_000

@@ -106,6 +106,12 @@ def test_the_answer_does_not_depend_on_the_callers_units(assistant):
     np.testing.assert_allclose(2.0 * np.array(x["points"]) + 50.0, y["points"], atol=0.05)
 
 
+def test_a_scribble_of_thousands_of_segments_is_refused(assistant):
+  scribble = np.random.default_rng(0).uniform(0, 400, (3000, 2))
+  with pytest.raises(ad.TooComplex, match="segments after simplification, at most 1024"):
+    assistant.analyze([scribble])
+
+
 def test_the_generator_is_the_targets_or_the_likeliest_class(assistant):
   probabilities = np.array([0.5, 0.2, 0.1, 0.2])
   assert assistant.pick_generator("palm tree", probabilities) == "palm tree"

@@ -78,7 +78,9 @@ def test_bad_requests_get_4xx_and_the_real_server_keeps_serving(server):
   for body, status in ((b"{oops", 400), (b'{"strokes": []}', 422),
                        (b'{"strokes": [[[NaN, 0]]]}', 422),
                        (json.dumps({"strokes": [[[1, 1]] * 100_000]}).encode(), 413),
-                       (b'{"strokes": [[[1, 1]]], "target": ["cat"]}', 422)):
+                       (b'{"strokes": [[[1, 1]]], "target": ["cat"]}', 422),
+                       (json.dumps({"strokes": [np.random.default_rng(0).uniform(
+                           0, 400, (10_000, 2)).round(1).tolist()]}).encode(), 422)):
     got, answer = _post(url, body)
     assert got == status and answer["error"], (body[:40], answer)
     good, _ = _post(url, b'{"strokes": [[[0, 0], [10, 10]]]}')

@@ -7,6 +7,7 @@ import json
 import pytest
 from starlette.testclient import TestClient
 
+from sketchjax.methods import assisted_drawing
 from sketchjax.tasks import draw
 from sketchjax.tasks.draw_requests import Limits
 
@@ -18,6 +19,8 @@ class _EchoAssistant:
   generators = {"palm tree": None}
 
   def analyze(self, strokes, target, seed):
+    if sum(len(s) for s in strokes) > 50:
+      raise assisted_drawing.TooComplex("too many segments")
     return {"classes": [{"name": "cat", "probability": 0.9}], "target": target or "cat",
             "target_probability": 0.9,
             "strokes": [{"attribution": 1.0, "label": "helps"} for _ in strokes],
@@ -60,6 +63,7 @@ def test_an_analysis_is_answered_and_logged(client, tmp_path):
     (b"{not json", 400), (b'{"strokes": []}', 422), (b'{"strokes": [[[NaN, 1]]]}', 422),
     (json.dumps({"strokes": [[[0, 0]] * 100_000]}).encode(), 413),
     (b'{"strokes": [[["a", 1]]]}', 422), (b'{"strokes": [[[1, 1]]], "target": 5}', 422),
+    (json.dumps({"strokes": [[[i, i % 7] for i in range(60)]]}).encode(), 422),  # TooComplex
 ])
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(client, tmp_path, body, status):
   refused = client.post("/api/analyze", content=body,

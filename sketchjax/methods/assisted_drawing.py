@@ -56,6 +56,11 @@ class AssistSettings:
   temperature: float = 0.4
   rdp_epsilon: float = 2.0
   supersample: int = 4
+  max_segments: int = 1024  # after RDP; real drawings have < 400
+
+
+class TooComplex(ValueError):
+  """A drawing with more segments than `AssistSettings.max_segments` after simplification."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +168,8 @@ class Assistant:
       `target_probability`, `strokes` [{attribution, label}], `generator`,
       `suggestions` [{points (caller's units), gain, probability}] and
       `timing_ms` {explain, suggest}.
+    Raises:
+      ValueError: an unknown target; `TooComplex`: too many segments.
     """
     if target is not None and target not in self.class_names:
       raise ValueError(f"unknown target {target!r}")
@@ -170,6 +177,10 @@ class Assistant:
     start = time.perf_counter()
     frame = Frame.of(strokes)
     drawing = simplified(strokes, frame, s.rdp_epsilon)
+    segments = sum(max(len(stroke) - 1, 1) for stroke in drawing)
+    if segments > s.max_segments:
+      raise TooComplex(f"the drawing has {segments} segments after simplification, at most "
+                       f"{s.max_segments}")
     xy, lens, num_segments, num_pairs = _pixel_batch([drawing], self.raster, _DRAWING_FLOOR)
     target_index = -1 if target is None else self.class_names.index(target)
     probabilities, target_index, ig = jax.device_get(self._explain(

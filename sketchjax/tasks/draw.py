@@ -81,9 +81,11 @@ def make_app(assistant: assisted_drawing.Assistant, limits: draw_requests.Limits
             413, f"request body of {declared} bytes, at most {limits.max_body_bytes}")
       parsed = draw_requests.parse_request(await request.body(), limits,
                                            assistant.class_names)
+      return JSONResponse(await run_in_threadpool(analyze_and_log, parsed))
     except draw_requests.BadRequest as error:
       return JSONResponse({"error": str(error)}, status_code=error.status)
-    return JSONResponse(await run_in_threadpool(analyze_and_log, parsed))
+    except assisted_drawing.TooComplex as error:
+      return JSONResponse({"error": str(error)}, status_code=422)
 
   async def classes(_: Request) -> JSONResponse:
     return JSONResponse({"classes": list(assistant.class_names),
