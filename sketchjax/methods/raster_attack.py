@@ -6,6 +6,9 @@ prediction (SLA, P-SLA: integrated gradients over the opacities,
 sketchjax/methods/attribution.py) and the label (SLA), then runs
   strokes    `removal_attack` of whole strokes in the orders of STROKE_ORDERS;
   segments   `removal_attack` of segments (partial strokes) in SEGMENT_ORDERS;
+             `*_per_ink` ranks by attribution over ink length (the most class per
+             pixel of ink first), the others by attribution, at random, in drawing
+             order or the shortest first;
   pgd        `pgd_points` at every displacement radius, and its random baseline;
   filter     the noisy-stroke filters of sketchjax/methods/noisy_strokes.py.
 It is a pure function of one sketch: `vmap` / `lax.map` it over a batch.
@@ -22,8 +25,8 @@ import jax.numpy as jnp
 from sketchjax.data import soft_rasterize as sr
 from sketchjax.methods import attribution, faithfulness, noisy_strokes, stroke_attack
 
-STROKE_ORDERS = ("sla", "random", "drawing_order", "shortest")
-SEGMENT_ORDERS = ("psla", "random", "drawing_order")
+STROKE_ORDERS = ("sla", "sla_per_ink", "random", "drawing_order", "shortest")
+SEGMENT_ORDERS = ("psla", "psla_per_ink", "random", "drawing_order")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +103,16 @@ def attack_sketch(image_logits: Callable[[jax.Array], jax.Array], xy: jax.Array,
 
   remove = lambda logits_of, units, cost: jax.vmap(lambda order: stroke_attack.removal_attack(
       logits_of, order, units, cost, prediction, chunk=attack.chunk))
+  per_ink = lambda values, ink: values / jnp.maximum(ink, 1e-6)
   stroke_orders = jnp.stack([faithfulness.ranking(sla, present),
+                             faithfulness.ranking(per_ink(sla, stroke_ink), present),
                              faithfulness.random_order(order_key, present),
                              faithfulness.drawing_order(present),
                              stroke_attack.shortest_first(stroke_ink, present)])
   for name, value in remove(by_stroke, present, stroke_ink)(stroke_orders).items():
     out[f"strokes/{name}"] = value
   segment_orders = jnp.stack([faithfulness.ranking(psla, segments.valid),
+                              faithfulness.ranking(per_ink(psla, segment_ink), segments.valid),
                               faithfulness.random_order(segment_key, segments.valid),
                               faithfulness.drawing_order(segments.valid)])
   for name, value in remove(by_segment, segments.valid, segment_ink)(segment_orders).items():

@@ -8,7 +8,8 @@ sketchjax/methods/raster_attack.py on every drawing, and writes:
                      the filters' predictions, SLA per stroke;
   summary.json       success rates against the budgets (share of ink length removed,
                      strokes touched, displacement radius in canvas units) and the
-                     filtering accuracies (`summarize`);
+                     filtering accuracies (`summarize`), of all sketches and of the
+                     correctly classified ones;
   attack_examples.png, attack_budgets.png  (sketchjax/tasks/stroke_attack_figures.py).
 Canvas units are the drawing's own (0..255 for simplified QuickDraw).
 """
@@ -217,6 +218,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   (workdir / "attacks.json").write_text(
       json.dumps([_record(r, model.class_names, radii) for r in results]))
   summary = summarize(results, radii)
+  correct = [r for r in results if r["prediction"] == r["label"]]
+  summary["correctly_classified"] = summarize(correct, radii) if correct else None
   summary["model"] = {"kind": config.model.kind, "path": str(config.model.path)}
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   stroke_attack_figures.save_examples(results, model.class_names, radii,
