@@ -10,6 +10,7 @@ sketchjax/methods/raster_attack.py on every drawing, and writes:
                      strokes touched, displacement radius in canvas units) and the
                      filtering accuracies (`summarize`), of all sketches and of the
                      correctly classified ones;
+  adversarial.npz    the attacked sketches (`save_adversarial`);
   attack_examples.png, attack_budgets.png  (sketchjax/tasks/stroke_attack_figures.py).
 Canvas units are the drawing's own (0..255 for simplified QuickDraw).
 """
@@ -204,6 +205,30 @@ def _record(result: dict, class_names: Sequence[str], radii_units: Sequence[floa
                     for f, name in enumerate(noisy_strokes.FILTERS)}}}
 
 
+ADVERSARIAL_KEYS = ("xy", "lens", "scale", "label", "prediction", "segment_stroke",
+                    "strokes/removed_mask", "strokes/success", "segments/removed_mask",
+                    "segments/success", "pgd/delta", "pgd/success", "pgd/prediction")
+
+
+def save_adversarial(results: Sequence[dict], path: pathlib.Path) -> None:
+  """The attacked sketches, padded to common shapes: `ADVERSARIAL_KEYS` stacked over sketches
+  (pixel polylines xy [B, S, P, 2], lens [B, S], the removal masks of every order [B, O, S] and
+  [B, O, N], PGD displacements in pixels [B, R, S, P, 2], ...), for checks against other
+  renderers."""
+  def stack(name):
+    values = [np.asarray(r[name]) for r in results]
+    if values[0].ndim == 0:
+      return np.stack(values)
+    shape = np.max([v.shape for v in values], axis=0)
+    padded = np.zeros((len(values), *shape), values[0].dtype)
+    if name == "segment_stroke":
+      padded -= 1
+    for i, v in enumerate(values):
+      padded[(i, *(slice(0, n) for n in v.shape))] = v
+    return padded
+  np.savez_compressed(path, **{name.replace("/", "__"): stack(name) for name in ADVERSARIAL_KEYS})
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Attacks `config.data` with `config.model`; writes the files listed in the module doc."""
   if not config.attack.radii or min(config.attack.radii) <= 0:
@@ -217,6 +242,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   radii = tuple(float(r) for r in config.attack.radii)
   (workdir / "attacks.json").write_text(
       json.dumps([_record(r, model.class_names, radii) for r in results]))
+  save_adversarial(results, workdir / "adversarial.npz")
   summary = summarize(results, radii)
   correct = [r for r in results if r["prediction"] == r["label"]]
   summary["correctly_classified"] = summarize(correct, radii) if correct else None
