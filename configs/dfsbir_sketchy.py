@@ -14,7 +14,10 @@
   python -m sketchjax.main --config=configs/dfsbir_sketchy.py --config.mode=evaluate_teachers ...
 
 Variants (comma-separated): a split (category default, cross_pacs, quickdraw_photo),
-`official` (the code's sizes), `proxy_anchor` (main.py's student loss), the
+`official` (the code's sizes), `external` (ImageNet MobileNetV2 and doodleNet as
+teachers: nothing has seen our data), `inversion` (pixels optimised in place of
+the DCGAN estimators), `refine` (adversarial refinement of the pairs),
+`proxy_anchor` (main.py's student loss), the
 ablations `no_align`, `no_modal`, `no_adv`, the parity switches `official_queue`,
 `official_normalization`, `random_students`, and `smoke` (tests).
 """

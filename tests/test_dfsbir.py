@@ -276,13 +276,21 @@ def test_period_update_on_eight_devices_equals_one():
 
 # --- the task end to end on the real Sketchy subset --------------------------------------
 
-def _run(workdir, *flags):
+def _config(variants="smoke"):
   spec = importlib.util.spec_from_file_location("dfsbir_config", REPO / "configs" /
                                                 "dfsbir_sketchy.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config("smoke")
+  config = module.get_config(variants)
   config.data.dir = str(need(SHARED_DATA / "sketchy").parent)
+  if config.teachers.photo:
+    need(pathlib.Path(config.teachers.photo))
+    need(pathlib.Path(config.teachers.sketch))
+  return config
+
+
+def _run(workdir, *flags):
+  config = _config()
   for flag in flags:
     key, value = flag.split("=", 1)
     node = config
@@ -340,8 +348,8 @@ def test_crossx_dfl_trains_evaluates_draws_and_resumes_exactly(teachers, tmp_pat
 
 
 def test_teachers_of_other_classes_are_refused(teachers, tmp_path):
-  with pytest.raises(ValueError, match="knows the classes"):
-    _run(tmp_path / "x", *_teacher_flags(teachers), "data.classes=airplane,cat,dog")
+  with pytest.raises(ValueError, match=r"neither teacher knows the retrieval classes \['apple'\]"):
+    _run(tmp_path / "x", *_teacher_flags(teachers), "data.classes=airplane,apple,cat")
   with pytest.raises(FileNotFoundError, match="no trained teacher"):
     _run(tmp_path / "y", f"teachers.photo={tmp_path}", f"teachers.sketch={tmp_path}")
 
@@ -350,3 +358,69 @@ def test_classifier_only_baseline(teachers, tmp_path):
   result = _run(tmp_path, "mode=evaluate_teachers", *_teacher_flags(teachers))
   assert result["baseline"] == "classifier only" and 0.0 < result["map_all"] <= 1.0
   assert (tmp_path / "eval_teachers_category.json").exists()
+
+
+def test_inversion_estimator_and_refinement_run_in_the_period():
+  setup = _setup()
+  schedule = crossx_dfl.Schedule(estimator_steps=3, batch_size=6, latent_dim=LATENT,
+                                 estimator="inversion", inversion_size=SIZE, refine_steps=2)
+  params, _, _, metrics = jax.jit(lambda p, s, o, c: crossx_dfl.period_update(
+      p, s, o, jax.random.key(3), c, generate=setup["generate"], teachers=setup["teachers"],
+      students=setup["students"], weights=crossx_dfl.Weights(), schedule=schedule,
+      optimizers=setup["optimizers"]))(setup["params"], setup["state"], setup["opt_state"],
+                                        setup["constants"])
+  assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["inversion_aimed_ce"])
+  moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params["students"],
+                       setup["params"]["students"])
+  assert all(jax.tree.leaves(moved))
+
+
+def test_inversion_reaches_its_classes_and_refinement_raises_disagreement():
+  setup = _setup()
+  student_variables = {"params": setup["params"]["students"], **setup["state"]["students"]}
+  common = dict(teachers=setup["teachers"], students=setup["students"],
+                student_variables=student_variables)
+  (photos, sketches, photo_labels, _), _ = jax.jit(lambda c: crossx_dfl.invert_pairs(
+      jax.random.key(0), c, weights=crossx_dfl.Weights(), num_classes=CLASSES, per_class=2,
+      size=SIZE, steps=60, learning_rate=0.1, **common))(setup["constants"])
+  assert photos.shape == (CLASSES * 2, SIZE, SIZE, 3) and np.abs(photos).max() <= 1.0
+  np.testing.assert_array_equal(photo_labels, np.repeat(np.arange(CLASSES), 2))
+  before = crossx_dfl.disagreement(photos, sketches, setup["constants"], **common)
+  refined = crossx_dfl.refine_pairs(photos, sketches, setup["constants"], steps=3,
+                                    step_size=0.05, **common)
+  after = crossx_dfl.disagreement(*refined, setup["constants"], **common)
+  assert after > before
+  assert np.abs(np.asarray(refined[0]) - np.asarray(photos)).max() <= 0.15 + 1e-6
+
+
+def test_external_teachers_map_their_classes():
+  from sketchjax.tasks import dfsbir_teachers
+  config = _config("smoke,external")
+  classes = ("airplane", "cat", "dog", "horse", "zebra")
+  teachers, constants = dfsbir_teachers.load_teachers(config, classes)
+  assert teachers.shared_photo is None and teachers.sketch_proxies is None
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)), jnp.float32)
+  photo_logits, features = teachers.photo(constants, images)
+  assert photo_logits.shape == (2, 5) and features.shape == (2, 1280)
+  # A class's logit is the log of the summed exp-logits of its ImageNet labels.
+  from sketchjax.data import imagenet_classes
+  from sketchjax.models import mobilenet_v2
+  model, variables, _ = mobilenet_v2.load_mobilenet_v2(config.teachers.photo)
+  logits = model.apply(variables, jax.image.resize(images, (2, 128, 128, 3), "bilinear"))[0]
+  dog = list(imagenet_classes.SKETCHY_TO_IMAGENET["dog"])
+  np.testing.assert_allclose(photo_logits[:, 2], jax.nn.logsumexp(logits[:, dog], -1),
+                             rtol=1e-4)
+  sketch_logits, _ = teachers.sketch(constants, images)
+  assert sketch_logits.shape == (2, 5)
+  kernel, bias = teachers.photo_proxies(constants)
+  assert kernel.shape == (1280, 5) and bias.shape == (5,)
+
+
+def test_partially_overlapping_teachers_align_on_the_shared_classes(teachers):
+  from sketchjax.tasks import dfsbir_teachers
+  config = _config("smoke,external")
+  config.teachers.photo = str(teachers / "unified")  # airplane, cat, dog, horse, zebra
+  classes = ("airplane", "bicycle", "cat", "dog", "horse", "zebra")  # doodleNet: all six
+  loaded, _ = dfsbir_teachers.load_teachers(config, classes)
+  np.testing.assert_array_equal(loaded.shared_photo, [0, 1, 2, 3, 4])
+  np.testing.assert_array_equal(loaded.shared_sketch, [0, 2, 3, 4, 5])

@@ -22,7 +22,11 @@ Which parts are whose:
                         network's input, students run with their running
                         BatchNorm statistics inside the estimator step (the
                         code leaves them in whatever mode they were), no
-                        gradients for frozen networks' weights.
+                        gradients for frozen networks' weights;
+                        `invert_pairs` (model inversion: pixels optimised
+                        directly, vmapped over classes) as another estimator,
+                        and `refine_pairs` (adversarial refinement of the pairs
+                        on the inputs) before the student step.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ class Teachers:
   photo, sketch: classifiers (the same function for a unified teacher).
   modality: images -> (logit [B, 1], features); None without L_modal.
   photo_proxies, sketch_proxies: constants -> (kernel [F, C], bias [C]) of each
-    teacher's classifier (L_adv, ProxyAnchor).
+    teacher's classifier (L_adv, ProxyAnchor); None where the students'
+    features do not match it (no L_adv on that side).
   shared_photo, shared_sketch: int indices [K] of the classes the two teachers
     share, in each one's outputs (L_align compares those; all classes when the
     teachers agree).
@@ -72,8 +77,8 @@ class Teachers:
   photo: Frozen
   sketch: Frozen
   modality: Frozen | None
-  photo_proxies: Callable[[Any], tuple[jax.Array, jax.Array]]
-  sketch_proxies: Callable[[Any], tuple[jax.Array, jax.Array]]
+  photo_proxies: Callable[[Any], tuple[jax.Array, jax.Array]] | None
+  sketch_proxies: Callable[[Any], tuple[jax.Array, jax.Array]] | None
   shared_photo: jax.Array | None = None
   shared_sketch: jax.Array | None = None
 
@@ -148,11 +153,13 @@ def estimator_loss(estimator_params: Any, estimator_state: Any, *, generate: Cal
                                                aligned(sketch_logits, teachers.shared_sketch))
   photo_labels = jnp.argmax(photo_logits, -1)
   sketch_labels = jnp.argmax(sketch_logits, -1)
-  if weights.adversarial:
+  if weights.adversarial and (teachers.photo_proxies or teachers.sketch_proxies):
     adversarial = 0.0
     for modality, images, labels, proxies in (
         ("photo", photos, photo_labels, teachers.photo_proxies),
         ("sketch", sketches, sketch_labels, teachers.sketch_proxies)):
+      if proxies is None:
+        continue
       (_, features), _ = students.encode(student_variables, modality,
                                          students.input_transform(
                                              resize(images, students.image_size)),
@@ -179,6 +186,9 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   if metric == "info_nce":
     loss = losses.queue_info_nce(photo, sketch, queues, temperature)
   elif metric == "proxy_anchor":
+    if teachers.photo_proxies is None or teachers.sketch_proxies is None:
+      raise ValueError("ProxyAnchor students need both teachers' classifiers as proxies, with "
+                       "the students' feature width; use metric='info_nce' with this teacher")
     kernel_p, _ = teachers.photo_proxies(constants)
     kernel_s, _ = teachers.sketch_proxies(constants)
     loss = (losses.proxy_anchor_loss(photo, photo_labels, kernel_p.T) +
@@ -196,6 +206,11 @@ class Schedule:
   batch_size: pairs per estimator step (global); latent_dim: noise width.
   metric, temperature: the students' loss; official_queue: the queue of the
   code (updated only when K % B == 0).
+  estimator: "dcgan" (the paper's) or "inversion" (ours: `invert_pairs`, pixels
+    of `inversion_size` optimised directly, Adam at `inversion_learning_rate`,
+    for `estimator_steps` steps; the DCGAN parameters are then unused).
+  refine_steps, refine_step_size: ours, `refine_pairs` on the pairs the
+    students learn from (0: off).
   """
 
   estimator_steps: int
@@ -204,6 +219,107 @@ class Schedule:
   metric: str = "info_nce"
   temperature: float = 0.07
   official_queue: bool = False
+  estimator: str = "dcgan"
+  inversion_size: int = 32
+  inversion_learning_rate: float = 0.05
+  refine_steps: int = 0
+  refine_step_size: float = 0.02
+
+
+def invert_pairs(rng: jax.Array, constants: Any, *, teachers: Teachers, students: Students,
+                 student_variables: Any, weights: Weights, num_classes: int, per_class: int,
+                 size: int, steps: int, learning_rate: float) -> tuple[tuple, dict]:
+  """Model inversion (DAFL / DeepInversion style, ours): for each class of the
+  photo teacher (`jax.vmap` over classes), `per_class` photo and sketch images
+  are optimised directly, `steps` Adam steps on unconstrained pixels (tanh to
+  [-1, 1]), against the estimator loss with the one-hot term aimed at that
+  class in both teachers (the sketch teacher's class of the same name, else
+  its own argmax) and the other terms as `weights` say.
+
+  Returns ((photos, sketches, photo labels, sketch labels), metrics), the images
+  [num_classes * per_class, size, size, 3].
+  """
+  sketch_of_photo = jnp.arange(num_classes)
+  if teachers.shared_photo is not None:
+    sketch_of_photo = jnp.full(num_classes, -1).at[teachers.shared_photo].set(
+        teachers.shared_sketch)
+  optimizer = optax.adam(learning_rate)
+
+  def one_class(target: jax.Array, key: jax.Array):
+    pixels = {m: 0.1 * jax.random.normal(k, (per_class, size, size, 3))
+              for m, k in zip(("photo", "sketch"), jax.random.split(key))}
+    generate = lambda p, state, noise: ((jnp.tanh(p["photo"]), jnp.tanh(p["sketch"])), state)
+    # One class per batch: the class-spreading L_ie would fight the target.
+    untargeted = dataclasses.replace(weights, one_hot=0.0, info_entropy=0.0)
+
+    def loss(p):
+      total, (terms, _, pairs) = estimator_loss(
+          p, {}, generate=generate, noise=None, teachers=teachers, students=students,
+          student_variables=student_variables, constants=constants, weights=untargeted)
+      photo_logits = teachers.photo(constants, pairs[0])[0]
+      sketch_logits = teachers.sketch(constants, pairs[1])[0]
+      sketch_target = jnp.where(sketch_of_photo[target] >= 0, sketch_of_photo[target],
+                                jnp.argmax(sketch_logits, -1))
+      aimed = (jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+          photo_logits, jnp.full(per_class, target))) + jnp.mean(
+              optax.softmax_cross_entropy_with_integer_labels(
+                  sketch_logits, jnp.broadcast_to(sketch_target, (per_class,)))))
+      return total + weights.one_hot * aimed, (terms, aimed, pairs)
+
+    def step(carry, _):
+      p, state = carry
+      grads, (terms, aimed, _) = jax.grad(loss, has_aux=True)(p)
+      updates, state = optimizer.update(grads, state, p)
+      return (optax.apply_updates(p, updates), state), {"aimed_ce": aimed, **terms}
+
+    (pixels, _), trace = jax.lax.scan(step, (pixels, optimizer.init(pixels)), None, length=steps)
+    _, (_, _, pairs) = loss(pixels)
+    return pairs, jax.tree.map(lambda x: x[-1], trace)
+
+  pairs, metrics = jax.vmap(one_class)(jnp.arange(num_classes),
+                                       jax.random.split(rng, num_classes))
+  pairs = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), pairs)
+  return pairs, {f"inversion_{k}": jnp.mean(v) for k, v in metrics.items()}
+
+
+def disagreement(photos: jax.Array, sketches: jax.Array, constants: Any, *, teachers: Teachers,
+                 students: Students, student_variables: Any) -> jax.Array:
+  """How much the students disagree with the teachers on a batch of pairs
+  (ours, after the paper's metric-agnostic idea): KL(teacher || student) of
+  class probabilities, the student's through the teacher's classifier (where
+  its proxies fit), plus the squared Euclidean distance between the students'
+  photo and sketch embeddings of each pair. Summed over the batch."""
+  total, embeddings = 0.0, {}
+  for modality, images, teacher, proxies in (
+      ("photo", photos, teachers.photo, teachers.photo_proxies),
+      ("sketch", sketches, teachers.sketch, teachers.sketch_proxies)):
+    (embedding, features), _ = students.encode(
+        student_variables, modality,
+        students.input_transform(resize(images, students.image_size)), train=False)
+    embeddings[modality] = embedding
+    if proxies is not None:
+      kernel, bias = proxies(constants)
+      teacher_log_p = jax.nn.log_softmax(teacher(constants, images)[0], -1)
+      student_log_p = jax.nn.log_softmax(features @ kernel + bias, -1)
+      total += jnp.sum(jnp.exp(teacher_log_p) * (teacher_log_p - student_log_p))
+  return total + jnp.sum(jnp.square(embeddings["photo"] - embeddings["sketch"]))
+
+
+def refine_pairs(photos: jax.Array, sketches: jax.Array, constants: Any, *, teachers: Teachers,
+                 students: Students, student_variables: Any, steps: int,
+                 step_size: float) -> tuple[jax.Array, jax.Array]:
+  """`steps` signed-gradient ascent steps of `disagreement` on the pixels of
+  both images of every pair (ours), kept in [-1, 1]: pairs the students get
+  wrong in both the probability and the embedding space."""
+
+  def step(images, _):
+    grads = jax.grad(lambda x: disagreement(*x, constants, teachers=teachers, students=students,
+                                            student_variables=student_variables))(images)
+    return tuple(jnp.clip(x + step_size * jnp.sign(g), -1.0, 1.0)
+                 for x, g in zip(images, grads)), None
+
+  (photos, sketches), _ = jax.lax.scan(step, (photos, sketches), None, length=steps)
+  return photos, sketches
 
 
 def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Array,
@@ -234,10 +350,28 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
     return (est_params, est_state, est_opt), (out, pairs)
 
   carry = (params["estimators"], model_state["estimators"], opt_state["estimators"])
-  carry, (per_step, pairs) = jax.lax.scan(estimator_step, carry,
-                                          jnp.arange(schedule.estimator_steps))
+  if schedule.estimator == "dcgan":
+    carry, (per_step, pairs) = jax.lax.scan(estimator_step, carry,
+                                            jnp.arange(schedule.estimator_steps))
+    last_pairs = jax.tree.map(lambda x: x[-1], pairs)
+    per_step = jax.tree.map(jnp.mean, per_step)
+  elif schedule.estimator == "inversion":
+    num_classes = jax.eval_shape(teachers.photo, constants, jnp.zeros(
+        (1, schedule.inversion_size, schedule.inversion_size, 3)))[0].shape[-1]
+    last_pairs, per_step = invert_pairs(
+        rng, constants, teachers=teachers, students=students,
+        student_variables=student_variables, weights=weights, num_classes=num_classes,
+        per_class=max(1, schedule.batch_size // num_classes), size=schedule.inversion_size,
+        steps=schedule.estimator_steps, learning_rate=schedule.inversion_learning_rate)
+  else:
+    raise ValueError(f"unknown estimator {schedule.estimator!r}; expected 'dcgan' or 'inversion'")
   est_params, est_state, est_opt = carry
-  last_pairs = jax.tree.map(lambda x: x[-1], pairs)
+  if schedule.refine_steps:
+    photos, sketches = refine_pairs(
+        last_pairs[0], last_pairs[1], constants, teachers=teachers, students=students,
+        student_variables=student_variables, steps=schedule.refine_steps,
+        step_size=schedule.refine_step_size)
+    last_pairs = (photos, sketches, *last_pairs[2:])
   (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
       student_loss, has_aux=True)(
           params["students"], model_state["students"], students=students, pairs=last_pairs,
@@ -247,7 +381,7 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
                                                        params["students"])
   queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue)
   agreement = jnp.mean((last_pairs[2] == last_pairs[3]).astype(jnp.float32))
-  metrics = {**jax.tree.map(jnp.mean, per_step), **metrics, "loss": loss,
+  metrics = {**per_step, **metrics, "loss": loss,
              "grad_norm": optax.tree.norm(grads), "teacher_label_agreement": agreement}
   return ({"estimators": est_params, "students": optax.apply_updates(params["students"], updates)},
           {"estimators": est_state, "students": student_state, "queues": queues},

@@ -201,7 +201,9 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   schedule = crossx_dfl.Schedule(
       estimator_steps=dfl.estimator_steps, batch_size=dfl.batch_size,
       latent_dim=config.estimator.latent_dim, metric=dfl.metric, temperature=dfl.temperature,
-      official_queue=dfl.official_queue)
+      official_queue=dfl.official_queue, estimator=dfl.estimator,
+      inversion_size=dfl.inversion_size, inversion_learning_rate=dfl.inversion_learning_rate,
+      refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):

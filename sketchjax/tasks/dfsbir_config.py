@@ -39,6 +39,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.teachers.photo = ""  # workdir of a photo (or unified) teacher
   c.teachers.sketch = ""  # workdir of a sketch (or the same unified) teacher
   c.teachers.modality = ""  # workdir of the modality network; "" = no L_modal
+  # A photo teacher may also be ImageNet MobileNetV2 (its .tflite file), a sketch
+  # teacher doodleNet (its folder): the fully data-free setting.
+  c.teachers.imagenet_size = 128  # input side of the ImageNet teacher (224 faithful)
 
   c.estimator = ml_collections.ConfigDict()
   c.estimator.latent_dim = 128  # 1000 official
@@ -60,6 +63,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dfl.temperature = 0.07
   c.dfl.queue_size = 128
   c.dfl.official_queue = False  # True: updated only when queue_size % batch_size == 0
+  c.dfl.estimator = "dcgan"  # "dcgan" (the paper's) | "inversion" (pixels optimised, ours)
+  c.dfl.inversion_size = 32  # inversion: image side
+  c.dfl.inversion_learning_rate = 0.05  # inversion: Adam on the pixels
+  c.dfl.refine_steps = 0  # ours: adversarial refinement steps on the pairs (0 = off)
+  c.dfl.refine_step_size = 0.02  # per step, in [-1, 1] pixel units
   c.dfl.estimator_learning_rate = 1e-5  # SGD momentum 0.9, constant (official)
   c.dfl.student_learning_rate = 1e-5  # SGD momentum 0.9, cosine over the periods (official)
 
@@ -100,7 +108,14 @@ def official(c: ml_collections.ConfigDict) -> None:
   c.train.eval_every = c.train.checkpoint_every = 10
 
 
-VARIANTS = ("smoke", "official", "proxy_anchor", "no_align", "no_modal", "no_adv",
+def external(c: ml_collections.ConfigDict) -> None:
+  """Teachers nobody trained on our data: ImageNet MobileNetV2 and doodleNet."""
+  c.teachers.photo = str(sbir_config.MOBILENET_V2_TFLITE)
+  c.teachers.sketch = str(sbir_config.SHARED / "pretrained" / "doodlenet")
+  c.teachers.modality = ""
+
+
+VARIANTS = ("smoke", "official", "external", "inversion", "refine", "proxy_anchor", "no_align", "no_modal", "no_adv",
             "official_queue", "official_normalization", "random_students")
 
 
@@ -113,6 +128,12 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
       smoke(c)
     elif variant == "official":
       official(c)
+    elif variant == "external":
+      external(c)
+    elif variant == "inversion":
+      c.dfl.estimator = "inversion"
+    elif variant == "refine":
+      c.dfl.refine_steps = 3
     elif variant == "proxy_anchor":
       c.dfl.metric = "proxy_anchor"
     elif variant == "no_align":

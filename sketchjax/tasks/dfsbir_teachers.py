@@ -8,13 +8,26 @@ A teacher is an `encoders.ImageClassifier` trained in its own workdir
   modality         one logit, photo 0 / sketch 1 (the modality network).
 Each workdir holds `config.json` and the trainer's checkpoints; `load_teacher`
 rebuilds the classifier from them.
+
+Or a teacher nobody trained on our data (the fully data-free setting):
+  a `.tflite` file   ImageNet MobileNetV2 as the photo teacher: a retrieval
+                     class's logit is the logsumexp of the logits of its
+                     ImageNet labels (`imagenet_classes.py`), its proxy the mean
+                     of their classifier columns;
+  a doodleNet folder (model.json) as the sketch teacher: 28x28 grey bitmaps,
+                     classes by QuickDraw name (`sbir_splits.QUICKDRAW_TO_SKETCHY`);
+                     its 512-d features have no student counterpart, so no L_adv
+                     on that side.
+The two teachers may know different classes (partial overlap): L_align
+compares the classes they share, each pseudo-label lives in its teacher's
+own classes.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +36,12 @@ import numpy as np
 import optax
 
 from sketchjax.data import image_pipeline
+from sketchjax.data import imagenet_classes
+from sketchjax.data import sbir_splits
 from sketchjax.methods import crossx_dfl
+from sketchjax.models import doodlenet
 from sketchjax.models import encoders
+from sketchjax.models import mobilenet_v2
 from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
@@ -140,29 +157,98 @@ def _proxies(name: str):
                             constants[name]["params"]["classifier"]["bias"])
 
 
-def load_teachers(config: ml_collections.ConfigDict, classes: tuple[str, ...]
-                  ) -> tuple[crossx_dfl.Teachers, dict]:
-  """Teachers of `config.teachers` (workdirs of mode=teacher) and their constants.
+class Teacher(NamedTuple):
+  """One loaded classifier: `frozen` over constants[name], its classes, its
+  proxies (None where no student feature matches its classifier's input)."""
 
-  Both classifiers must know the retrieval classes `classes` in that order
-  (trained on the same split); `teachers.modality` "" leaves L_modal out.
-  """
-  constants, frozen = {}, {}
+  frozen: crossx_dfl.Frozen
+  classes: tuple[str, ...]
+  variables: Any
+  proxies: Callable[[Any], tuple[jax.Array, jax.Array]] | None
+
+
+def imagenet_teacher(path: str, classes: Sequence[str], name: str, size: int) -> Teacher:
+  """ImageNet MobileNetV2 (TFLite) on the retrieval classes it has labels for."""
+  model, variables, labels = mobilenet_v2.load_mobilenet_v2(path)
+  known = tuple(c for c in classes if c in imagenet_classes.SKETCHY_TO_IMAGENET)
+  if not known:
+    raise ValueError(f"{path}: ImageNet MobileNetV2 has labels for none of {list(classes)}")
+  members = np.zeros((len(labels), len(known)), bool)  # [1001, C]: label j shows class c
+  for c, cls in enumerate(known):
+    members[list(imagenet_classes.SKETCHY_TO_IMAGENET[cls]), c] = True
+  members = jnp.asarray(members)
+  share = members / members.sum(0)  # [1001, C], columns average their labels
+
+  def apply(constants: Any, images: jax.Array):
+    logits, aux = model.apply(constants[name], crossx_dfl.resize(images, size))
+    return jax.nn.logsumexp(logits[:, :, None], axis=1, where=members[None]), aux["pooled"]
+
+  def proxies(constants: Any):
+    classifier = constants[name]["params"]["classifier"]
+    return classifier["kernel"] @ share, classifier["bias"] @ share
+
+  return Teacher(apply, known, variables, proxies)
+
+
+def doodlenet_teacher(folder: str, classes: Sequence[str], name: str) -> Teacher:
+  """doodleNet on the retrieval classes with a QuickDraw category; images in
+  [-1, 1] (dark ink on white) become its 28x28 white-on-black bitmaps."""
+  model, variables, names = doodlenet.load_doodlenet(folder)
+  to_sketchy = {q: s for q, s in sbir_splits.QUICKDRAW_TO_SKETCHY.items() if q in names}
+  index = {s: names.index(q) for q, s in to_sketchy.items()}
+  known = tuple(c for c in classes if c in index)
+  if not known:
+    raise ValueError(f"{folder}: doodleNet has QuickDraw classes for none of {list(classes)}")
+  outputs = jnp.asarray([index[c] for c in known])
+
+  def apply(constants: Any, images: jax.Array):
+    ink = (1.0 - jnp.mean(images, axis=-1, keepdims=True)) / 2
+    logits, aux = model.apply(constants[name], crossx_dfl.resize(ink, model.image_size))
+    return logits[:, outputs], aux["features"]
+
+  return Teacher(apply, known, variables, None)
+
+
+def load_one(path: str, name: str, classes: Sequence[str], imagenet_size: int) -> Teacher:
+  """The teacher at `path` (a teacher workdir, a .tflite file or a doodleNet folder)."""
+  where = pathlib.Path(path)
+  if where.suffix == ".tflite":
+    return imagenet_teacher(path, classes, name, imagenet_size)
+  if (where / "model.json").exists():
+    return doodlenet_teacher(path, classes, name)
+  model, variables, trained = load_teacher(path)
+  return Teacher(_frozen(model, name, trained.data.image_size), tuple(trained.teacher.classes),
+                 variables, _proxies(name))
+
+
+def load_teachers(config: ml_collections.ConfigDict, classes: Sequence[str]
+                  ) -> tuple[crossx_dfl.Teachers, dict]:
+  """Teachers of `config.teachers` and their constants; `classes` are the
+  retrieval classes (each must be known to at least one teacher).
+  `teachers.modality` "" leaves L_modal out."""
+  loaded = {}
   for name in ("photo", "sketch", "modality"):
     path = config.teachers[name]
     if not path:
       if name != "modality":
         raise ValueError(f"config.teachers.{name} is empty: give the workdir of a trained "
-                         f"{name} (or unified) teacher")
+                         f"{name} (or unified) teacher, an ImageNet .tflite or a doodleNet folder")
       continue
-    model, variables, trained = load_teacher(path)
-    if name != "modality" and tuple(trained.teacher.classes) != tuple(classes):
-      raise ValueError(f"teacher {path} knows the classes {list(trained.teacher.classes)}, the "
-                       f"retrieval uses {list(classes)}: train it on the same split and classes")
-    constants[name] = variables
-    frozen[name] = _frozen(model, name, trained.data.image_size)
-  teachers = crossx_dfl.Teachers(photo=frozen["photo"], sketch=frozen["sketch"],
-                                 modality=frozen.get("modality"),
-                                 photo_proxies=_proxies("photo"),
-                                 sketch_proxies=_proxies("sketch"))
-  return teachers, constants
+    loaded[name] = load_one(path, name, classes, config.teachers.imagenet_size)
+  photo, sketch = loaded["photo"], loaded["sketch"]
+  unknown = sorted(set(classes) - set(photo.classes) - set(sketch.classes))
+  if unknown:
+    raise ValueError(f"neither teacher knows the retrieval classes {unknown} (photo teacher: "
+                     f"{list(photo.classes)}; sketch teacher: {list(sketch.classes)})")
+  shared = [c for c in photo.classes if c in sketch.classes]
+  if not shared:
+    raise ValueError("the photo and the sketch teacher share no class: nothing to align")
+  teachers = crossx_dfl.Teachers(
+      photo=photo.frozen, sketch=sketch.frozen,
+      modality=loaded["modality"].frozen if "modality" in loaded else None,
+      photo_proxies=photo.proxies, sketch_proxies=sketch.proxies,
+      shared_photo=None if photo.classes == sketch.classes else
+      jnp.asarray([photo.classes.index(c) for c in shared]),
+      shared_sketch=None if photo.classes == sketch.classes else
+      jnp.asarray([sketch.classes.index(c) for c in shared]))
+  return teachers, {name: t.variables for name, t in loaded.items()}
