@@ -4,6 +4,7 @@ import importlib.util
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from sketchjax.methods import noisy_strokes, raster_attack
@@ -45,6 +46,9 @@ def test_doodlenet_smoke(tmp_path, quickdraw_dir, pretrained_dir):
     for radius in radii:  # displacements within the budget, in canvas units
       assert record["pgd"][radius]["max_shift"] <= float(radius) * (1 + 1e-4)
     assert set(noisy_strokes.FILTERS) <= set(record["filter"])
+  adversarial = np.load(tmp_path / "adversarial.npz")
+  assert adversarial["pgd__delta"].shape[:2] == (3, len(radii))
+  assert adversarial["strokes__removed_mask"].shape[:2] == (3, len(raster_attack.STROKE_ORDERS))
   for name in ("attack_examples.png", "attack_budgets.png"):
     assert (tmp_path / name).stat().st_size > 1000, name
 
