@@ -34,6 +34,7 @@ def get_config(arg: str | None = None):
   c.data.per_category = 1  # test drawings a category
   c.data.max_sketches = 400
   c.data.on_bad_record = "raise"  # "raise" | "skip"
+  c.data.noise_strokes = 0  # strokes of other classes' drawings added to each (filter check)
 
   c.raster = ml_collections.ConfigDict({"supersample": 4})  # soft-rasteriser samples a pixel side
 

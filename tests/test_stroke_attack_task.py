@@ -26,6 +26,7 @@ def test_doodlenet_smoke(tmp_path, quickdraw_dir, pretrained_dir):
   from sketchjax.tasks import stroke_attack as task
   config = _smoke_config(kind="doodlenet", path=str(pretrained_dir / "doodlenet"))
   config.data.dir = str(quickdraw_dir / "simplified")
+  config.data.noise_strokes = 1  # one stroke of another class's drawing added to each
   summary = task.run(config, str(tmp_path))
   radii = [str(float(r)) for r in config.attack.radii]
   assert json.loads((tmp_path / "summary.json").read_text())["sketches"] == 3
@@ -36,6 +37,8 @@ def test_doodlenet_smoke(tmp_path, quickdraw_dir, pretrained_dir):
     for entry in summary[unit].values():
       curve = [entry["success_at_ink"][str(b)] for b in task.INK_BUDGETS]
       assert curve == sorted(curve) and curve[-1] <= entry["success"] <= 1.0
+  for name in noisy_strokes.FILTERS:
+    assert 0.0 <= summary["filter"][f"added_strokes_dropped_{name}"] <= 1.0
   records = json.loads((tmp_path / "attacks.json").read_text())
   assert len(records) == 3
   for record in records:
@@ -64,3 +67,19 @@ def test_bad_config(tmp_path):
   config.attack.radii = (4.0, -1.0)
   with pytest.raises(ValueError, match="attack.radii"):
     task.run(config, str(tmp_path))
+
+
+def test_added_strokes_come_from_other_classes():
+  from sketchjax.data.records import Drawing
+  from sketchjax.sketch.sketch import Sketch
+  from sketchjax.tasks import stroke_attack as task
+  drawings = [Drawing(Sketch((np.full((2, 2), i), np.full((3, 2), i))), word=w)
+              for i, w in enumerate(["cat", "cat", "dog"])]
+  noisy = task.add_strokes_of_other_classes(drawings, 2, seed=0)
+  for before, after in zip(drawings, noisy):
+    assert after.word == before.word and after.sketch.num_strokes == 4
+    assert all(np.array_equal(a, b) for a, b in zip(after.sketch.strokes, before.sketch.strokes))
+    donors = {float(s[0, 0]) for s in after.sketch.strokes[2:]}
+    assert donors <= ({2.0} if before.word == "cat" else {0.0, 1.0})
+  with pytest.raises(ValueError, match="two classes"):
+    task.add_strokes_of_other_classes(drawings[:2], 1, seed=0)

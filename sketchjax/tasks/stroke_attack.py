@@ -2,7 +2,8 @@
 
 `run(config, workdir)` attacks the prediction of `config.model` (doodleNet, or a
 raster CNN workdir of the classify task) on held-out QuickDraw drawings read as
-the attribution task reads them (`config.data`), every attack of
+the attribution task reads them (`config.data`; with `data.noise_strokes` = k each gets
+k strokes of drawings of other classes, known noise for the filter), every attack of
 sketchjax/methods/raster_attack.py on every drawing, and writes:
   attacks.json       per sketch: class, prediction, each attack's outcome and cost,
                      the filters' predictions, SLA per stroke;
@@ -31,6 +32,7 @@ import numpy as np
 
 from sketchjax.data import soft_rasterize as sr
 from sketchjax.data.records import Drawing
+from sketchjax.sketch.sketch import Sketch
 from sketchjax.methods import noisy_strokes, raster_attack
 from sketchjax.models import raster_classifier
 from sketchjax.tasks import attribution as attribution_task
@@ -145,8 +147,9 @@ def _removal_summary(results, unit: str, orders: Sequence[str], touched: str) ->
   return summary
 
 
-def summarize(results: Sequence[dict], radii_units: Sequence[float]) -> dict:
-  """Success rates against the budgets of every attack, and the filtering accuracies."""
+def summarize(results: Sequence[dict], radii_units: Sequence[float], noise: int = 0) -> dict:
+  """Success rates against the budgets of every attack, and the filtering accuracies (and,
+  with `noise` strokes added to every drawing, the share of them each filter drops)."""
   correct = np.array([r["prediction"] == r["label"] for r in results])
   pgd = {}
   for k, radius in enumerate(radii_units):
@@ -171,6 +174,12 @@ def summarize(results: Sequence[dict], radii_units: Sequence[float]) -> dict:
     filtering[f"accuracy_{name}"] = float(after.mean())
     filtering[f"accuracy_{name}_where_dropped"] = (float(after[changed].mean()) if changed.any()
                                                    else None)
+    filtering[f"fixed_{name}"] = int(np.sum(after & ~correct))  # wrong before, right after
+    filtering[f"broken_{name}"] = int(np.sum(~after & correct))
+    if noise:  # the added strokes are each drawing's last `noise`
+      dropped_noise = [~r["filter/keep"][f][r["drawing"].sketch.num_strokes - noise:
+                                            r["drawing"].sketch.num_strokes] for r in results]
+      filtering[f"added_strokes_dropped_{name}"] = float(np.mean(dropped_noise))
   return {"sketches": len(results), "accuracy": float(correct.mean()),
           "strokes": _removal_summary(results, "strokes", raster_attack.STROKE_ORDERS,
                                       "strokes/removed"),
@@ -229,6 +238,24 @@ def save_adversarial(results: Sequence[dict], path: pathlib.Path) -> None:
   np.savez_compressed(path, **{name.replace("/", "__"): stack(name) for name in ADVERSARIAL_KEYS})
 
 
+def add_strokes_of_other_classes(drawings: Sequence[Drawing], count: int,
+                                 seed: int) -> list[Drawing]:
+  """Each drawing with `count` strokes of drawings of other classes (chosen at random, kept at
+  their place on the canvas) drawn after its own: known noise for the filters."""
+  rng = np.random.default_rng(seed)
+  noisy = []
+  for drawing in drawings:
+    others = [d for d in drawings if d.word != drawing.word]
+    if not others:
+      raise ValueError("data.noise_strokes needs drawings of at least two classes")
+    added = []
+    for _ in range(count):
+      donor = others[rng.integers(len(others))].sketch.strokes
+      added.append(donor[rng.integers(len(donor))])
+    noisy.append(dataclasses.replace(drawing, sketch=Sketch((*drawing.sketch.strokes, *added))))
+  return noisy
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Attacks `config.data` with `config.model`; writes the files listed in the module doc."""
   if not config.attack.radii or min(config.attack.radii) <= 0:
@@ -237,15 +264,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   model = load_raster_model(config)
   drawings, _ = attribution_task.load_drawings(config, model.class_names)
+  noise = config.data.noise_strokes
+  if noise:
+    drawings = add_strokes_of_other_classes(drawings, noise, config.seed)
   logging.info("attacking %d drawings", len(drawings))
   results = attack_all(model, drawings, config)
   radii = tuple(float(r) for r in config.attack.radii)
   (workdir / "attacks.json").write_text(
       json.dumps([_record(r, model.class_names, radii) for r in results]))
   save_adversarial(results, workdir / "adversarial.npz")
-  summary = summarize(results, radii)
+  summary = summarize(results, radii, noise)
   correct = [r for r in results if r["prediction"] == r["label"]]
-  summary["correctly_classified"] = summarize(correct, radii) if correct else None
+  summary["correctly_classified"] = summarize(correct, radii, noise) if correct else None
   summary["model"] = {"kind": config.model.kind, "path": str(config.model.path)}
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   stroke_attack_figures.save_examples(results, model.class_names, radii,
