@@ -33,12 +33,13 @@ from sketchjax.tasks import sbir
 from sketchjax.tasks import sketch_rnn_samples
 from sketchjax.tasks import sli
 from sketchjax.tasks import stroke_attack
+from sketchjax.tasks import zse
 from sketchjax.training import checkpoint
 from sketchjax.training import preemption
 
 TASKS = {"classify": classify.run, "sli": sli.run, "attribution": attribution.run,
          "sketch_rnn_samples": sketch_rnn_samples.run, "sbir": sbir.run, "draw": draw.run,
-         "dfsbir": dfsbir.run, "stroke_attack": stroke_attack.run}
+         "dfsbir": dfsbir.run, "stroke_attack": stroke_attack.run, "zse": zse.run}
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/quickstart.py[:smoke].",

@@ -1,4 +1,5 @@
-"""grain pipelines of retrieval images: (sketch, photo) training pairs and eval batches.
+"""grain pipelines of retrieval images: (sketch, photo) training pairs, ZSE-SBIR's
+training items and eval batches.
 
 A source is a random-access sequence of images of one modality, either
 
@@ -223,6 +224,66 @@ def pair_train_iterator(photo_source, sketch_source, *, global_batch_size: int, 
     sketch, photo = pair
     return {"sketch": sketch_pixels(sketch), "photo": photo_pixels(photo),
             "label": np.int32(sketches.labels[sketch])}
+
+  ds = ds.map(read).to_iter_dataset()
+  return iter(ds.batch(process_batch_size(global_batch_size), drop_remainder=True,
+                       batch_fn=_stack))
+
+
+@dataclasses.dataclass(frozen=True)
+class ZseDraw:
+  """element -> file indices of one ZSE-SBIR training item (spec 3.5): three
+  distinct classes c0, c1, c2 (c1 unused, as the code), a sketch s, a second
+  sketch s- and a photo p+ of c0, a photo p- of c2. Files are uniform over the
+  class; `official_off_by_one` draws them as the code's randint(1, n), which
+  never picks a class's first file (and fails on a class of one file)."""
+
+  sketch_members: dict[int, np.ndarray]
+  photo_members: dict[int, np.ndarray]
+  official_off_by_one: bool = False
+
+  def _file(self, members: np.ndarray, rng: np.random.Generator) -> int:
+    low = 1 if self.official_off_by_one else 0
+    if len(members) <= low:
+      raise ValueError("the official sampler's randint(1, n) needs 2 files a class, got "
+                       f"{len(members)}")
+    return int(members[rng.integers(low, len(members))])
+
+  def __call__(self, element: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    del element
+    c0, _, c2 = rng.choice(sorted(self.sketch_members), 3, replace=False).tolist()
+    return (self._file(self.sketch_members[c0], rng), self._file(self.sketch_members[c0], rng),
+            self._file(self.photo_members[c0], rng), self._file(self.photo_members[c2], rng))
+
+
+def zse_train_iterator(photo_source, sketch_source, *, global_batch_size: int, seed: int,
+                       preprocess: Preprocess, official_off_by_one: bool = False,
+                       cache: bool = False) -> grain.DatasetIterator:
+  """Endless ZSE-SBIR training items (`ZseDraw`), seeded per global element, so
+  the items do not depend on the number of processes; checkpointable.
+
+  Returns batches {"sketch", "sketch_negative", "photo_positive",
+  "photo_negative": float32 [b, S, S, 3], "label", "negative_label": int32 [b]},
+  b = global_batch_size / process count; the model sees sketches [s; s-] and
+  photos [p+; p-] (pairs (s, p+) positive, (s-, p-) negative).
+  """
+  photos, sketches = as_image_source(photo_source), as_image_source(sketch_source)
+  sketch_members = {label: np.flatnonzero(sketches.labels == label)
+                    for label in np.unique(sketches.labels).tolist()}
+  if len(sketch_members) < 3:
+    raise ValueError(f"the ZSE-SBIR sampler needs 3 training classes, got {len(sketch_members)}")
+  draw = ZseDraw(sketch_members, _class_members(photos, sketches), official_off_by_one)
+  ds = grain.MapDataset.range(2**40).seed(seed).random_map(draw)
+  ds = ds[jax.process_index()::jax.process_count()]
+  sketch_pixels = _Pixels(sketches, preprocess, cache)
+  photo_pixels = _Pixels(photos, preprocess, cache)
+
+  def read(item: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    sketch, negative_sketch, positive, negative = item
+    return {"sketch": sketch_pixels(sketch), "sketch_negative": sketch_pixels(negative_sketch),
+            "photo_positive": photo_pixels(positive), "photo_negative": photo_pixels(negative),
+            "label": np.int32(sketches.labels[sketch]),
+            "negative_label": np.int32(photos.labels[negative])}
 
   ds = ds.map(read).to_iter_dataset()
   return iter(ds.batch(process_batch_size(global_batch_size), drop_remainder=True,

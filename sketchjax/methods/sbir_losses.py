@@ -40,12 +40,31 @@ def random_negatives(labels: jax.Array, rng: jax.Array) -> jax.Array:
   return jnp.where(other.any(axis=1), choice, jnp.arange(labels.shape[0]))
 
 
+def triplet_margin_loss(anchor: jax.Array, positive: jax.Array, negative: jax.Array,
+                        margin: float = 1.0) -> jax.Array:
+  """torch's TripletMarginLoss(margin, p=2), mean: [B, D] each."""
+  return jnp.mean(jax.nn.relu(_pair_distance(anchor, positive) -
+                              _pair_distance(anchor, negative) + margin))
+
+
 def triplet_loss(sketch: jax.Array, photo: jax.Array, labels: jax.Array, rng: jax.Array,
                  margin: float = 1.0) -> jax.Array:
-  """Mean triplet margin loss; sketch, photo [B, D], labels [B]."""
-  negative = photo[random_negatives(labels, rng)]
-  return jnp.mean(jax.nn.relu(_pair_distance(sketch, photo) -
-                              _pair_distance(sketch, negative) + margin))
+  """Mean triplet margin loss, a random photo of another class as each sketch's
+  negative; sketch, photo [B, D], labels [B]."""
+  return triplet_margin_loss(sketch, photo, photo[random_negatives(labels, rng)], margin)
+
+
+def zse_sbir_loss(logits: jax.Array, anchor: jax.Array, positive: jax.Array,
+                  negative: jax.Array, margin: float = 1.0) -> tuple[jax.Array, dict]:
+  """ZSE-SBIR's 2 L_triplet + 4 L_rn (spec 3.5): RN logits [2B] of B positive
+  then B negative pairs, against targets 0.99 / 0.01 (MSE of the sigmoid);
+  triplet on the CA [Ret] tokens [B, D] (un-normalised): r(s | p+), r(p+ | s),
+  r(p- | s-). Returns (loss, {"triplet", "rn_mse"})."""
+  half = logits.shape[0] // 2
+  targets = jnp.concatenate([jnp.full(half, 0.99), jnp.full(half, 0.01)])
+  rn = jnp.mean(jnp.square(jax.nn.sigmoid(logits) - targets))
+  triplet = triplet_margin_loss(anchor, positive, negative, margin)
+  return 2.0 * triplet + 4.0 * rn, {"triplet": triplet, "rn_mse": rn}
 
 
 def _cross_entropy_rows(logits: jax.Array, targets: jax.Array) -> jax.Array:

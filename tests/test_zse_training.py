@@ -1,0 +1,86 @@
+"""ZSE-SBIR training: the official sampler (and its off-by-one as a switch), the
+2 triplet + 4 RN loss by hand, and the task end to end on its smoke config
+(1 and 8 devices give the same losses)."""
+
+import collections
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, need
+from sketchjax.data import image_pipeline
+from sketchjax.methods import sbir_losses
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _draw(off_by_one):
+  sketch_members = {c: np.arange(10 * c, 10 * c + 4) for c in range(4)}
+  photo_members = {c: np.arange(100 + 10 * c, 100 + 10 * c + 3) for c in range(4)}
+  return image_pipeline.ZseDraw(sketch_members, photo_members, off_by_one)
+
+
+@pytest.mark.parametrize("off_by_one", [False, True])
+def test_sampler_draws_a_positive_and_a_negative_pair(off_by_one):
+  draw, rng = _draw(off_by_one), np.random.default_rng(0)
+  firsts = collections.Counter()
+  for element in range(400):
+    s, s_neg, p_pos, p_neg = draw(element, rng)
+    c0, c2 = s // 10, (p_neg - 100) // 10
+    assert s_neg // 10 == c0 and (p_pos - 100) // 10 == c0 and c2 != c0
+    firsts.update(x % 10 == 0 for x in (s, s_neg, p_pos, p_neg))
+  # Uniform files: a class's first file is drawn; the code's randint(1, n) never draws it.
+  assert (firsts[True] == 0) == off_by_one
+
+
+def test_official_sampler_needs_two_files_a_class():
+  draw = image_pipeline.ZseDraw({c: np.array([c]) for c in range(3)},
+                                {c: np.array([c]) for c in range(3)}, True)
+  with pytest.raises(ValueError, match="randint"):
+    draw(0, np.random.default_rng(0))
+
+
+def test_zse_loss_by_hand():
+  logits = jnp.array([0.0, 2.0, 0.0, -2.0])  # 2 positive, then 2 negative pairs
+  anchor = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+  positive = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+  negative = jnp.array([[0.0, 3.0], [1.0, 0.5]])
+  loss, parts = sbir_losses.zse_sbir_loss(logits, anchor, positive, negative)
+  sig = 1 / (1 + np.exp(-np.array([0.0, 2.0, 0.0, -2.0])))
+  rn = np.mean((sig - [0.99, 0.99, 0.01, 0.01]) ** 2)
+  d = lambda a, b: np.sqrt(np.sum((np.asarray(a) - np.asarray(b) + 1e-6) ** 2))
+  triplet = np.mean([max(d(anchor[i], positive[i]) - d(anchor[i], negative[i]) + 1.0, 0)
+                     for i in range(2)])
+  np.testing.assert_allclose(parts["rn_mse"], rn, rtol=1e-5)
+  np.testing.assert_allclose(parts["triplet"], triplet, rtol=1e-5)
+  np.testing.assert_allclose(loss, 2 * triplet + 4 * rn, rtol=1e-5)
+
+
+def _train(workdir, devices):
+  need(SHARED_DATA / "sketchy")
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  proc = subprocess.run(
+      [sys.executable, "-m", "sketchjax.main", "--config=configs/zse_sketchy.py:smoke",
+       f"--config.data.dir={SHARED_DATA}", "--config.model.dropout=0",
+       f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_on_one_and_eight_devices(tmp_path):
+  one, eight = _train(tmp_path / "one", 1), _train(tmp_path / "eight", 8)
+  losses = [[r["loss"] for r in rows if r["split"] == "train"] for rows in (one, eight)]
+  assert len(losses[0]) == 2 and all(np.isfinite(losses[0]))
+  np.testing.assert_allclose(losses[0], losses[1], rtol=2e-4)
+  final = [r for r in one if r["split"] == "eval"][-1]
+  assert final["num_queries"] == 125 and 0 < final["map_all"] <= 1  # 5 unseen classes
+  assert {"triplet", "rn_mse"} <= set(next(r for r in one if r["split"] == "train"))
