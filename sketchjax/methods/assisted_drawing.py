@@ -103,10 +103,12 @@ def stroke_labels(values: np.ndarray, noise_fraction: float) -> list[str]:
 
 
 # Least shapes (strokes, points a stroke, segments, pairs): drawings of up to 16 strokes
-# of up to 64 points (after RDP; candidates have up to `stroke_rows`) share one shape.
-_DRAWING_FLOOR = (16, 64, 256, 1024)
-_BATCH_FLOOR = (16, 64, 256, 8192)
-_PREFIX_FLOOR = 256
+# of up to 128 points after RDP (99.7% of real drawings; the rest, spirals, compile one
+# more shape) share one shape. Prefix rows cost only their real length (`feed` loops
+# over it), so one floor fits every drawing of up to `max_segments` segments.
+_DRAWING_FLOOR = (16, 128, 512, 1024)
+_BATCH_FLOOR = (16, 128, 512, 8192)
+_PREFIX_FLOOR = 2048
 
 
 def _pow2(n: int, least: int) -> int:
