@@ -1,6 +1,8 @@
 """ZSE-SBIR trained as the official code on the Sketchy subset, zero-shot (Sketchy-25 unseen).
 
   python -m sketchjax.main --config=configs/zse_sketchy.py --workdir=workdirs/zse_zs25
+  # Ours-Ret and Ours-RN (every pair, exact) of the trained model:
+  python -m sketchjax.main --config=configs/zse_sketchy.py --config.mode=evaluate --workdir=workdirs/zse_zs25
 
 Default: the CPU size `zse_mobilenet` (ImageNet MobileNetV2 tokens, frozen body) at 128 px.
 Variants, comma-separated: `vit_b16` (the official network at 224; give a ViT-B/16 file in
@@ -36,6 +38,10 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = 1e-5
   c.optimizer.weight_decay = 1e-2
   c.optimizer.schedule = "constant"
+  c.eval.rn = False  # also Ours-RN at every training eval (every pair: slow)
+  c.eval.rn_tile = 16  # sketch queries a tile
+  c.eval.rn_chunk = 64  # photos a call (tile x chunk pairs at once)
+  c.eval.fp16_scores = False  # rank by the code's fp16 sigmoid scores (parity)
   for variant in filter(None, (arg or "").split(",")):
     if variant in sbir_config.SPLIT_VARIANTS:
       c.data.split = sbir_config.SPLIT_VARIANTS[variant]

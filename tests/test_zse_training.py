@@ -84,3 +84,37 @@ def test_training_on_one_and_eight_devices(tmp_path):
   final = [r for r in one if r["split"] == "eval"][-1]
   assert final["num_queries"] == 125 and 0 < final["map_all"] <= 1  # 5 unseen classes
   assert {"triplet", "rn_mse"} <= set(next(r for r in one if r["split"] == "train"))
+  # Ours-Ret and the exact Ours-RN of the trained model.
+  from sketchjax.tasks import zse
+  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.mode, config.data.dir = "evaluate", str(SHARED_DATA)
+  result = zse.run(config, str(tmp_path / "one"))
+  np.testing.assert_allclose(result["map_all"], final["map_all"], rtol=1e-5)
+  assert result["rn_num_queries"] == 125 and 0 < result["rn_map_all"] <= 1
+  assert (tmp_path / "one" / "eval_zeroshot_sketchy25.json").exists()
+
+
+def test_rn_ranking_scores_every_pair_as_the_whole_model():
+  from sketchjax.methods import zse_ranking
+  from sketchjax.models import zse_sbir
+  model = zse_sbir.zse_small(image_size=64, dropout=0.0, num_layers=1)
+  params = zse_sbir.init_variables(model, jax.random.key(0))["params"]
+  rng = np.random.default_rng(0)
+  sketches = jnp.asarray(rng.uniform(-1, 1, (3, 64, 64, 3)), jnp.float32)
+  photos = jnp.asarray(rng.uniform(-1, 1, (5, 64, 64, 3)), jnp.float32)
+  rows = {m: np.asarray(zse_ranking.ItemFeatures(model, params, m).flat(params, x))
+          for m, x in (("sketch", sketches), ("photo", photos))}
+  features = {m: zse_ranking.ItemFeatures(model, params, m) for m in ("sketch", "photo")}
+  score_tile = zse_ranking.rn_score_tile(model, params, rows["sketch"], rows["photo"],
+                                         features["sketch"], features["photo"], tile=2,
+                                         chunk=2)
+  scores = np.concatenate([np.asarray(score_tile(0, 2)), np.asarray(score_tile(2, 3))])
+  whole = np.asarray(model.apply({"params": params}, jnp.repeat(sketches, 5, 0),
+                                 jnp.tile(photos, (3, 1, 1, 1)))[0]).reshape(3, 5)
+  np.testing.assert_allclose(scores, whole, rtol=1e-4, atol=1e-5)
+  metrics = zse_ranking.rn_metrics(model, params, rows["sketch"], rows["photo"], [0, 1, 1],
+                                   [0, 0, 1, 1, 2], tile=2, chunk=2)
+  assert metrics["num_queries"] == 3 and 0 < metrics["map_all"] <= 1
