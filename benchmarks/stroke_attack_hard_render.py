@@ -45,14 +45,18 @@ def pil_segments(a: np.ndarray, b: np.ndarray, settings: sr.RasterSettings) -> n
   return np.asarray(canvas.reduce(scale), np.float32) / 255.0
 
 
-def binary_segments(a: np.ndarray, b: np.ndarray, size: int, line_width: int) -> np.ndarray:
-  """The raster CNN's training rasteriser, each segment a two-point polyline."""
-  if len(a) == 0:
-    return np.zeros((size, size), np.float32)
-  xy = np.stack([a, b], 1) / (size / 2) - 1.0  # soft-rasteriser pixels -> [-1, 1]
-  lens = jnp.full(len(a), 2, jnp.int32)
-  return np.asarray(rasterize.rasterize_polylines(jnp.asarray(xy), lens, size=size,
-                                                  line_width=line_width))
+def binary_segments(a: np.ndarray, b: np.ndarray, size: int, line_width: int,
+                    rows: int) -> np.ndarray:
+  """The raster CNN's training rasteriser, each segment a two-point polyline (padded to
+  `rows` polylines, so that one shape compiles)."""
+  xy = np.zeros((rows, 2, 2), np.float32)
+  xy[:len(a)] = np.stack([a, b], 1) / (size / 2) - 1.0  # soft-rasteriser pixels -> [-1, 1]
+  lens = (np.arange(rows) < len(a)).astype(np.int32) * 2
+  return np.asarray(_binary(jnp.asarray(xy), jnp.asarray(lens), size, line_width))
+
+
+_binary = jax.jit(lambda xy, lens, size, line_width: rasterize.rasterize_polylines(
+    xy, lens, size=size, line_width=line_width), static_argnums=(2, 3))
 
 
 def versions(arrays: dict, i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -87,7 +91,8 @@ def main():
     render = lambda a, b: pil_segments(a, b, model.settings)
   else:
     trained = classify.load_trained(summary["model"]["path"])[0]
-    render = lambda a, b: binary_segments(a, b, trained.image_size, trained.line_width)
+    rows = arrays["segments__removed_mask"].shape[-1]
+    render = lambda a, b: binary_segments(a, b, trained.image_size, trained.line_width, rows)
   logits = jax.jit(jax.vmap(model.image_logits))
   radii = list(summary["pgd"])
   attacks = ([f"strokes/{o}" for o in raster_attack.STROKE_ORDERS]
