@@ -56,12 +56,7 @@ def get_config(arg: str | None = None):
     elif variant == "smoke":
       c.data.image_size = 64
       c.data.classes = "airplane,cat,dog,horse,zebra,cup,swan,harp"
-      c.train.batch_size = 8
-      c.train.eval_batch_size = 16
-      c.train.num_steps = 4
-      c.train.log_every = 2
-      c.train.eval_every = 4
-      c.train.checkpoint_every = 2
+      sbir_config.smoke_schedule(c)
     else:
       raise ValueError(f"unknown variant {variant!r}; expected a comma-separated list of "
                        "vit_b16, small, official_sampler, figure, smoke and splits "

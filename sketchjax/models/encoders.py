@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import pathlib
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -236,3 +236,18 @@ def init_encoder_variables(model: Model, rng: jax.Array,
       for scope in scopes:
         flat[(collection, *scope, "backbone", *key)] = value
   return traverse_util.unflatten_dict(flat)
+
+
+def initial_variables(make: Callable[[], Variables]) -> Callable[[], Variables]:
+  """`make()` computed once on the host (device_get), then handed out as jnp
+  arrays: for an `Objective.init`, which is traced more than once, so that the
+  initial variables (random, then pretrained weights read from a file) are
+  those of the config's seed and are read only once."""
+  cache: list[Variables] = []
+
+  def get() -> Variables:
+    if not cache:
+      cache.append(jax.device_get(make()))
+    return jax.tree.map(jnp.asarray, cache[0])
+
+  return get

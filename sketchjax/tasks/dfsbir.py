@@ -172,15 +172,13 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
       "students": optax.sgd(optax.cosine_decay_schedule(dfl.student_learning_rate,
                                                         config.train.num_steps), momentum=0.9),
   }
-  initial: list[dict] = []
+  initial = encoders.initial_variables(lambda: encoders.init_encoder_variables(
+      students, jax.random.key(config.seed), config.data.image_size,
+      config.students.pretrained or None))
 
   def init(rng, batch):
     del batch
-    if not initial:
-      initial.append(jax.device_get(encoders.init_encoder_variables(
-          students, jax.random.key(config.seed), config.data.image_size,
-          config.students.pretrained or None)))
-    student_vars = jax.tree.map(jnp.asarray, initial[0])
+    student_vars = initial()
     photo_rng, sketch_rng, queue_rng = jax.random.split(rng, 3)
     noise = jnp.zeros((1, config.estimator.latent_dim))
     est = {"photo": estimator.init(photo_rng, noise), "sketch": estimator.init(sketch_rng, noise)}

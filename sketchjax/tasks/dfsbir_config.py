@@ -86,12 +86,7 @@ def smoke(c: ml_collections.ConfigDict) -> None:
   c.dfl.batch_size = 8
   c.dfl.estimator_steps = 2
   c.dfl.queue_size = 16
-  c.train.batch_size = 8
-  c.train.eval_batch_size = 16
-  c.train.num_steps = 4
-  c.train.log_every = 2
-  c.train.eval_every = 4
-  c.train.checkpoint_every = 2
+  sbir_config.smoke_schedule(c)
   c.eval.figure_queries = 2
 
 

@@ -87,15 +87,13 @@ def teacher_objective(model: encoders.ImageClassifier, config: ml_collections.Co
   """Stateful (BatchNorm) classifier objective on pair batches, ImageNet init
   from `config.teacher.pretrained` where given."""
   kind = config.teacher.kind
-  initial: list[dict] = []
+  initial = encoders.initial_variables(lambda: encoders.init_encoder_variables(
+      model, jax.random.key(config.seed), config.data.image_size,
+      config.teacher.pretrained or None))
 
   def init(rng, batch):
-    del rng  # The initial variables are those of config.seed.
-    if not initial:
-      initial.append(jax.device_get(encoders.init_encoder_variables(
-          model, jax.random.key(config.seed), batch["photo"].shape[1],
-          config.teacher.pretrained or None)))
-    variables = jax.tree.map(jnp.asarray, initial[0])
+    del rng, batch  # The initial variables are those of config.seed.
+    variables = initial()
     return variables["params"], {k: v for k, v in variables.items() if k != "params"}
 
   def loss(params, model_state, batch, rng):

@@ -71,15 +71,13 @@ def sbir_objective(model: encoders.SketchPhotoEncoder, config: ml_collections.Co
   `config.model.pretrained`), computed once on the host; init returns them as
   constants (so a ViT-B/16 init puts its 86 M weights in the init program).
   """
-  initial: list[dict] = []
+  initial = encoders.initial_variables(lambda: encoders.init_encoder_variables(
+      model, jax.random.key(config.seed), config.data.image_size,
+      config.model.pretrained or None))
 
   def init(rng, batch):
-    del rng  # The initial variables are those of config.seed.
-    if not initial:
-      initial.append(jax.device_get(encoders.init_encoder_variables(
-          model, jax.random.key(config.seed), batch["sketch"].shape[1],
-          config.model.pretrained or None)))
-    return _split_variables(jax.tree.map(jnp.asarray, initial[0]))
+    del rng, batch  # The initial variables are those of config.seed.
+    return _split_variables(initial())
 
   def loss(params, model_state, batch, rng):
     (sketch, photo), updates = model.apply({"params": params, **model_state}, batch["sketch"],

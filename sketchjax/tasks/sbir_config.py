@@ -80,17 +80,22 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def smoke(c: ml_collections.ConfigDict) -> None:
-  """A few steps at a tiny size, for tests."""
-  c.data.image_size = 32
-  c.data.classes = "airplane,cat,dog,horse,zebra"
-  c.model.embed_dim = 32
+def smoke_schedule(c: ml_collections.ConfigDict) -> None:
+  """4 steps of batch 8, logged every 2, checkpointed every 2, evaluated at the end."""
   c.train.batch_size = 8
   c.train.eval_batch_size = 16
   c.train.num_steps = 4
   c.train.log_every = 2
   c.train.eval_every = 4
   c.train.checkpoint_every = 2
+
+
+def smoke(c: ml_collections.ConfigDict) -> None:
+  """A few steps at a tiny size, for tests."""
+  c.data.image_size = 32
+  c.data.classes = "airplane,cat,dog,horse,zebra"
+  c.model.embed_dim = 32
+  smoke_schedule(c)
   c.eval.figure_queries = 2
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from sketchjax.data import image_pipeline
 from sketchjax.methods import sbir_losses
 from sketchjax.methods import zse_ranking
+from sketchjax.models import encoders
 from sketchjax.models import zse_sbir
 from sketchjax.tasks import sbir
 from sketchjax.training import mesh as mesh_lib
@@ -49,14 +50,12 @@ def build_model(config: ml_collections.ConfigDict) -> zse_sbir.ZseSbir:
 def zse_objective(model: zse_sbir.ZseSbir, config: ml_collections.ConfigDict
                   ) -> trainer.Objective:
   """Batches of `image_pipeline.zse_train_iterator`; init from config.model.pretrained."""
-  initial: list[dict] = []
+  initial = encoders.initial_variables(lambda: zse_sbir.init_variables(
+      model, jax.random.key(config.seed), config.model.pretrained or None))
 
   def init(rng, batch):
     del rng, batch  # The initial variables are those of config.seed.
-    if not initial:
-      initial.append(jax.device_get(zse_sbir.init_variables(
-          model, jax.random.key(config.seed), config.model.pretrained or None)))
-    return jax.tree.map(jnp.asarray, initial[0])["params"]
+    return initial()["params"]
 
   def loss(params, batch, rng):
     sketches = jnp.concatenate([batch["sketch"], batch["sketch_negative"]])
