@@ -113,8 +113,9 @@ def main() -> None:
       process.wait(timeout=60)
   latencies = np.array(latencies)
   median, p90 = np.percentile(latencies, [50, 90])
+  load = lambda values: tuple(round(x, 2) for x in values)
   print(f"machine: {os.cpu_count()} CPUs; load average (1, 5, 15 min) before "
-        f"{tuple(round(x, 2) for x in load_before)}, after {tuple(round(x, 2) for x in load_after)}")
+        f"{load(load_before)}, after {load(load_after)}")
   print(f"server start with warm-up (compiles): {startup:.1f} s")
   print(f"{len(latencies)} requests ({len(drawings)} real drawings replayed stroke by stroke, "
         f"1 to {max(strokes)} strokes; target: {args.target})")
