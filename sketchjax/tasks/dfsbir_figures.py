@@ -29,7 +29,8 @@ def save_reconstructions(path: pathlib.Path, photos: np.ndarray, sketches: np.nd
     columns += [int(i) for i in np.flatnonzero(photo_labels == c)[:per_class]]
   if not columns:
     columns = [0]
-  fig, axes = plt.subplots(2, len(columns), figsize=(1.3 * len(columns), 3.0), squeeze=False)
+  fig, axes = plt.subplots(2, len(columns), figsize=(max(1.3 * len(columns), 6.0), 3.0),
+                           squeeze=False)
   for j, i in enumerate(columns):
     for row, (images, labels) in enumerate(((photos, photo_labels), (sketches, sketch_labels))):
       ax = axes[row, j]
