@@ -11,8 +11,12 @@ random or the shortest).
     --config.data.dir=../shared/data/quickdraw/simplified
   python -m sketchjax.main --config=configs/stroke_attack.py --workdir=workdirs/attack_raster \
     --config.model.kind=checkpoint --config.model.path=workdirs/qd16_raster \
-    --config.data.dir=<folder of the qd16 test drawings> --config.data.test_fraction=0.1
-  python -m sketchjax.main --config=configs/stroke_attack.py:smoke ...   (4 sketches, few steps)
+    --config.data.dir=workdirs/qd16_raster/tfds/merged-913977f37e7f/manual \
+    --config.data.test_fraction=0.1   # the qd16 test split, from the files its training wrote
+  python -m sketchjax.main --config=configs/stroke_attack.py:smoke ...   (3 sketches, few steps)
+
+`--config.data.noise_strokes=1` adds a stroke of another class's drawing to each drawing
+(known noise for the filter). Numbers: WORKSPACE.md.
 """
 
 import ml_collections
