@@ -60,7 +60,7 @@ def test_orders_and_ink_lengths():
 
 
 def test_pgd_finds_the_known_displacement_within_budget():
-  """Margin = how far point (0, 0) has moved right beyond 3 pixels: reachable with radius 5, not 2."""
+  """Margin = how far point (0, 0) has moved right beyond 3 pixels: radius 5 reaches it, 2 not."""
   xy = jnp.zeros((2, 3, 2)).at[0, :, 0].set(jnp.array([1.0, 4.0, 6.0]))
   lens = jnp.array([3, 0])
   margin = lambda moved: moved[0, 0, 0] - xy[0, 0, 0] - 3.0
@@ -83,8 +83,8 @@ def _image_logits():
 
 
 def _sketches():
-  strokes = [[np.array([[2.0, 3.0], [12.0, 3.5], [13.0, 12.0]]), np.array([[3.0, 13.0], [8.0, 7.0]]),
-              np.array([[10.5, 9.5]])],
+  strokes = [[np.array([[2.0, 3.0], [12.0, 3.5], [13.0, 12.0]]),
+              np.array([[3.0, 13.0], [8.0, 7.0]]), np.array([[10.5, 9.5]])],
              [np.array([[4.0, 4.0], [11.0, 11.0]]), np.array([[2.0, 12.0], [12.0, 2.0], [13, 6]])],
              [np.array([[8.0, 2.0], [8.0, 14.0]]), np.array([[2.0, 8.0], [14.0, 8.0]]),
               np.array([[3.0, 3.0], [5.0, 5.0]]), np.array([[12.0, 12.0]])]]

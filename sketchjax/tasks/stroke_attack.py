@@ -1,4 +1,4 @@
-"""Stroke-level adversarial attacks and noisy-stroke filtering of a raster classifier on real drawings.
+"""Stroke-level adversarial attacks and noisy-stroke filtering of a raster classifier.
 
 `run(config, workdir)` attacks the prediction of `config.model` (doodleNet, or a
 raster CNN workdir of the classify task) on held-out QuickDraw drawings read as
@@ -26,7 +26,6 @@ from typing import Any, Callable, Sequence
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
