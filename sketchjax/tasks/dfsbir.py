@@ -7,8 +7,8 @@ Modes (`config.mode`):
   train: the estimators and the student encoders from the teachers of
     `config.teachers` alone (no real image is read but the test set, for the
     evaluation); retrieval metrics of the real test set at every eval; at the
-    end `reconstructions.png` (estimator pairs per class from shared noise),
-    `map_by_step.png` and `retrieval.png`.
+    end `map_by_step.png`, `retrieval.png` and, with the DCGAN estimators,
+    `reconstructions.png` (estimator pairs per class from shared noise).
   evaluate_teachers: the "classifier only" baseline: test sketches and photos
     embedded by their teacher's class probabilities.
 Results of evaluate_teachers go to `<workdir>/eval_teachers_<split>.json`.
@@ -244,6 +244,11 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 
 
 def _save_figures(config, workdir, params, state, teachers, constants, students, split, mesh):
+  dfsbir_figures.save_map_by_step(workdir / "map_by_step.png", workdir / "metrics.jsonl")
+  sbir.save_split_figure(students, {"params": params["students"], **state["students"]}, split,
+                         config, mesh, workdir / "retrieval.png")
+  if config.dfl.estimator != "dcgan":  # The inversion's pixels are not kept: no DCGAN to draw.
+    return
   generate = generate_fn(_estimator(config), train=False)
   noise = jax.random.normal(jax.random.key(config.seed + 1),
                             (max(64, config.dfl.batch_size), config.estimator.latent_dim))
@@ -252,9 +257,6 @@ def _save_figures(config, workdir, params, state, teachers, constants, students,
   sketch_labels = jnp.argmax(teachers.sketch(constants, sketches)[0], -1)
   dfsbir_figures.save_reconstructions(workdir / "reconstructions.png", *jax.device_get(
       (photos, sketches, photo_labels, sketch_labels)), split.train.classes)
-  dfsbir_figures.save_map_by_step(workdir / "map_by_step.png", workdir / "metrics.jsonl")
-  sbir.save_split_figure(students, {"params": params["students"], **state["students"]}, split,
-                         config, mesh, workdir / "retrieval.png")
 
 
 def evaluate_teachers(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
