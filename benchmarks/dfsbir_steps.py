@@ -34,7 +34,6 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from sketchjax.methods import crossx_dfl
@@ -126,7 +125,6 @@ def main(argv):
                                     lambda i: (est_params, est_state, opt_state, noise(i)))
   (photos, sketches), _ = jax.jit(generate)(est_params, est_state, noise(0))
   labels = jnp.arange(_BATCH.value) % _CLASSES.value
-  pairs = (photos, sketches, labels, labels)
   (embedding, _), _ = jax.eval_shape(lambda v, x: students.encode(v, "photo", x, False),
                                      student_vars, photos)
   queues = dfsbir_losses.Queues.random(jax.random.key(3), 128, embedding.shape[-1])
@@ -144,7 +142,6 @@ def main(argv):
     shifted = lambda i: (student_params, student_state, student_opt,
                          (photos + 1e-3 * i, sketches, labels, labels))
     results[name] = _median_seconds(jax.jit(step), shifted)
-  del pairs
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   print(f"CrossX-DFL steps, sizes={_SIZES.value}, batch {_BATCH.value}, "
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "

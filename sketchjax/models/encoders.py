@@ -238,6 +238,11 @@ def init_encoder_variables(model: Model, rng: jax.Array,
   return traverse_util.unflatten_dict(flat)
 
 
+def split_params(variables: Variables) -> tuple[Any, Variables]:
+  """Flax variables -> ("params", every other collection: BatchNorm statistics...)."""
+  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+
+
 def initial_variables(make: Callable[[], Variables]) -> Callable[[], Variables]:
   """`make()` computed once on the host (device_get), then handed out as jnp
   arrays: for an `Objective.init`, which is traced more than once, so that the

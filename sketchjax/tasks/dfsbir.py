@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-from typing import Any
-
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -179,6 +177,7 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   def init(rng, batch):
     del batch
     student_vars = initial()
+    student_params, student_state = encoders.split_params(student_vars)
     photo_rng, sketch_rng, queue_rng = jax.random.split(rng, 3)
     noise = jnp.zeros((1, config.estimator.latent_dim))
     est = {"photo": estimator.init(photo_rng, noise), "sketch": estimator.init(sketch_rng, noise)}
@@ -187,9 +186,9 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
                                                config.data.image_size, 3)),
                                  method=students.encode_photo)[0], student_vars).shape[-1]
     params = {"estimators": {m: v["params"] for m, v in est.items()},
-              "students": student_vars["params"]}
+              "students": student_params}
     state = {"estimators": {m: {"batch_stats": v["batch_stats"]} for m, v in est.items()},
-             "students": {k: v for k, v in student_vars.items() if k != "params"},
+             "students": student_state,
              "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim)}
     return params, state
 

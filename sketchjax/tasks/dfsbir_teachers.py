@@ -93,8 +93,7 @@ def teacher_objective(model: encoders.ImageClassifier, config: ml_collections.Co
 
   def init(rng, batch):
     del rng, batch  # The initial variables are those of config.seed.
-    variables = initial()
-    return variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    return encoders.split_params(initial())
 
   def loss(params, model_state, batch, rng):
     del rng

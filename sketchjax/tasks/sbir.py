@@ -57,10 +57,6 @@ def build_model(model_config: ml_collections.ConfigDict) -> encoders.SketchPhoto
       mobilenet_batch_norm=not model_config.pretrained)  # The TFLite weights are BN-folded.
 
 
-def _split_variables(variables: dict) -> tuple[Any, dict]:
-  return variables["params"], {k: v for k, v in variables.items() if k != "params"}
-
-
 def sbir_objective(model: encoders.SketchPhotoEncoder, config: ml_collections.ConfigDict,
                    mesh: jax.sharding.Mesh) -> trainer.Objective:
   """Stateful objective (BatchNorm statistics are the model state).
@@ -77,7 +73,7 @@ def sbir_objective(model: encoders.SketchPhotoEncoder, config: ml_collections.Co
 
   def init(rng, batch):
     del rng, batch  # The initial variables are those of config.seed.
-    return _split_variables(initial())
+    return encoders.split_params(initial())
 
   def loss(params, model_state, batch, rng):
     (sketch, photo), updates = model.apply({"params": params, **model_state}, batch["sketch"],

@@ -335,9 +335,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_iter yields host-local batches (dicts of numpy arrays, axis 0 this
   process's part of the global batch); a grain iterator's position is
   checkpointed with the state (an iterator with a true `position_free`
-  attribute yields the same batches wherever it resumes: nothing to save). Returns the final eval metrics ({} without
-  make_eval_iter). Stops with FloatingPointError on a non-finite loss when
-  config.train.stop_on_nan, keeping the last checkpoint.
+  attribute yields the same batches wherever it resumes: nothing to save).
+  Returns the final eval metrics ({} without make_eval_iter). Stops with
+  FloatingPointError on a non-finite loss when config.train.stop_on_nan,
+  keeping the last checkpoint.
 
   On SIGTERM or SIGINT (preemption, Ctrl-C) it finishes the step in progress,
   writes a checkpoint of it, waits for the write and raises `Preempted`
