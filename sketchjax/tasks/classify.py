@@ -9,7 +9,10 @@
             top-5 on `config.data.eval_dir`, a folder of official QuickDraw
             files whose class is the file name (written to eval_<name>.json);
             with data.unknown_classes="skip", files of classes the model does
-            not know are skipped and listed (skipped_classes).
+            not know are skipped and listed (skipped_classes). With
+            model.kind=doodlenet the pretrained doodleNet of model.path is
+            evaluated instead, on eval_dir or the configured test split
+            (classify_doodlenet.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from sketchjax.data import quickdraw_sources
 from sketchjax.models import raster_classifier, sketchxainet
 from sketchjax.sketch import plot
 from sketchjax.sketch.sketch import from_stroke3
+from sketchjax.tasks import classify_doodlenet
 from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
@@ -221,4 +225,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   modes = {"train": train, "evaluate": evaluate_folder}
   if config.mode not in modes:
     raise ValueError(f"unknown mode {config.mode!r}; expected one of {list(modes)}")
+  if config.model.kind == "doodlenet":
+    if config.mode != "evaluate":
+      raise ValueError("model.kind=doodlenet is pretrained: use it with --config.mode=evaluate")
+    return classify_doodlenet.evaluate(config, pathlib.Path(workdir))
   return modes[config.mode](config, pathlib.Path(workdir))

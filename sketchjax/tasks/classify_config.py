@@ -52,7 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.tokenizer.point_buckets = POINT_BUCKETS
 
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "sketchxainet"  # "sketchxainet" | "raster_cnn"
+  c.model.kind = "sketchxainet"  # "sketchxainet" | "raster_cnn" | "doodlenet" (evaluate only)
+  c.model.path = ""  # doodlenet: its TF.js folder, e.g. ../shared/pretrained/doodlenet
   c.model.size = "tiny"  # "tiny" | "base" | "custom" (then the fields below)
   c.model.hidden = 192
   c.model.num_layers = 12
