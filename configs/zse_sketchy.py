@@ -42,6 +42,12 @@ def get_config(arg: str | None = None):
   c.eval.rn_tile = 16  # sketch queries a tile
   c.eval.rn_chunk = 64  # photos a call (tile x chunk pairs at once)
   c.eval.fp16_scores = False  # rank by the code's fp16 sigmoid scores (parity)
+  c.eval.ret_token = "sa"  # Ours-Ret by "sa" [Ret] tokens (one an item) | "ca" (one a pair)
+  c.eval.rerank_k = 0  # > 0: also shortlist K by SA Ret, then RN (an approximation; ours)
+  c.eval.checkpoint = "latest"  # mode=evaluate: "latest" | "best" (train.select_on's)
+  c.train.select_on = "unseen"  # "unseen" (the code's: test classes, leakage) | "seen_heldout"
+  c.train.heldout_fraction = 0.2  # seen_heldout: share of each seen class's photo ids held out
+  c.train.select_metric = "map_all"  # eval metric the best step maximises (e.g. "rn_map_all")
   for variant in filter(None, (arg or "").split(",")):
     if variant in sbir_config.SPLIT_VARIANTS:
       c.data.split = sbir_config.SPLIT_VARIANTS[variant]

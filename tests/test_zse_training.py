@@ -3,6 +3,7 @@
 (1 and 8 devices give the same losses)."""
 
 import collections
+import dataclasses
 import importlib.util
 import json
 import os
@@ -10,7 +11,6 @@ import pathlib
 import subprocess
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -64,14 +64,14 @@ def test_zse_loss_by_hand():
   np.testing.assert_allclose(loss, 2 * triplet + 4 * rn, rtol=1e-5)
 
 
-def _train(workdir, devices):
+def _train(workdir, devices, *flags):
   need(SHARED_DATA / "sketchy")
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
   proc = subprocess.run(
       [sys.executable, "-m", "sketchjax.main", "--config=configs/zse_sketchy.py:smoke",
        f"--config.data.dir={SHARED_DATA}", "--config.model.dropout=0",
-       f"--workdir={workdir}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+       f"--workdir={workdir}", *flags], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
@@ -86,10 +86,7 @@ def test_training_on_one_and_eight_devices(tmp_path):
   assert {"triplet", "rn_mse"} <= set(next(r for r in one if r["split"] == "train"))
   # Ours-Ret and the exact Ours-RN of the trained model.
   from sketchjax.tasks import zse
-  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
+  config = _config("smoke")
   config.mode, config.data.dir = "evaluate", str(SHARED_DATA)
   result = zse.run(config, str(tmp_path / "one"))
   np.testing.assert_allclose(result["map_all"], final["map_all"], rtol=1e-5)
@@ -97,24 +94,47 @@ def test_training_on_one_and_eight_devices(tmp_path):
   assert (tmp_path / "one" / "eval_zeroshot_sketchy25.json").exists()
 
 
-def test_rn_ranking_scores_every_pair_as_the_whole_model():
-  from sketchjax.methods import zse_ranking
-  from sketchjax.models import zse_sbir
-  model = zse_sbir.zse_small(image_size=64, dropout=0.0, num_layers=1)
-  params = zse_sbir.init_variables(model, jax.random.key(0))["params"]
-  rng = np.random.default_rng(0)
-  sketches = jnp.asarray(rng.uniform(-1, 1, (3, 64, 64, 3)), jnp.float32)
-  photos = jnp.asarray(rng.uniform(-1, 1, (5, 64, 64, 3)), jnp.float32)
-  rows = {m: np.asarray(zse_ranking.ItemFeatures(model, params, m).flat(params, x))
-          for m, x in (("sketch", sketches), ("photo", photos))}
-  features = {m: zse_ranking.ItemFeatures(model, params, m) for m in ("sketch", "photo")}
-  score_tile = zse_ranking.rn_score_tile(model, params, rows["sketch"], rows["photo"],
-                                         features["sketch"], features["photo"], tile=2,
-                                         chunk=2)
-  scores = np.concatenate([np.asarray(score_tile(0, 2)), np.asarray(score_tile(2, 3))])
-  whole = np.asarray(model.apply({"params": params}, jnp.repeat(sketches, 5, 0),
-                                 jnp.tile(photos, (3, 1, 1, 1)))[0]).reshape(3, 5)
-  np.testing.assert_allclose(scores, whole, rtol=1e-4, atol=1e-5)
-  metrics = zse_ranking.rn_metrics(model, params, rows["sketch"], rows["photo"], [0, 1, 1],
-                                   [0, 0, 1, 1, 2], tile=2, chunk=2)
-  assert metrics["num_queries"] == 3 and 0 < metrics["map_all"] <= 1
+def _config(arg):
+  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_seen_heldout_split_is_disjoint_and_fixed(sketchy_dir):
+  from sketchjax.data import sbir_splits
+  dirs = sbir_splits.DataDirs(sketchy=sketchy_dir)
+  split = sbir_splits.make_split("zeroshot_sketchy25", dirs)
+  held = sbir_splits.seen_heldout_split(split)
+  key = lambda i: (i.label, i.instance)  # noqa: E731
+  train = {key(i) for i in held.train.photos + held.train.sketches}
+  test = {key(i) for i in held.test.photos + held.test.sketches}
+  assert not train & test  # no photo id (and so no sketch of it) on both sides
+  assert held.train.classes == held.test.classes == split.train.classes
+  assert not set(held.test.classes) & set(split.test.classes)
+  assert (sorted(held.train.photos + held.test.photos) == sorted(split.train.photos)
+          and sorted(held.train.sketches + held.test.sketches) == sorted(split.train.sketches))
+  assert len(held.test.photos) == 5 * len(split.train.classes)  # 1 sketched + 4 others a class
+  # Fixed by the names: the same from the items in any order.
+  shuffled = dataclasses.replace(split, train=sbir_splits.SplitSide(
+      split.train.photos[::-1], split.train.sketches[::-1], split.train.classes))
+  assert sbir_splits.seen_heldout_split(shuffled) == held
+  assert held.name == "zeroshot_sketchy25_seen_heldout" and held.relevance == "class"
+
+
+def test_selection_on_seen_heldout_keeps_the_best_step(tmp_path):
+  rows = _train(tmp_path, 1, "--config.train.select_on=seen_heldout",
+                "--config.train.eval_every=2")
+  evals = [r for r in rows if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [2, 4]
+  assert all(0 < r["heldout_map_all"] <= 1 and 0 < r["map_all"] <= 1 for r in evals)
+  best = json.loads((tmp_path / "best.json").read_text())
+  chosen = max(evals, key=lambda r: (r["heldout_map_all"], -r["step"]))
+  assert best == {"step": chosen["step"], "metric": "heldout_map_all",
+                  "value": pytest.approx(chosen["heldout_map_all"]), "select_on": "seen_heldout"}
+  from sketchjax.tasks import zse
+  config = _config("smoke")
+  config.mode, config.data.dir, config.eval.checkpoint = "evaluate", str(SHARED_DATA), "best"
+  result = zse.run(config, str(tmp_path))
+  np.testing.assert_allclose(result["map_all"], chosen["map_all"], rtol=1e-5)
+  assert f"step {chosen['step']}" in result["checkpoint"]

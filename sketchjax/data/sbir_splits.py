@@ -201,6 +201,20 @@ def category_split(items: Sequence[ImageItem], test_fraction: float = 0.2) -> Sb
   return SbirSplit("category", _side(train), _side(test), "instance", "class")
 
 
+def seen_heldout_split(split: SbirSplit, fraction: float = 0.2) -> SbirSplit:
+  """Model selection without the test classes: `split`'s training side divided as
+  `category_split` divides it (per class, the sketched photo ids and the other
+  photo ids each ranked by SHA-1, the first round(n * fraction) of each held out,
+  every sketch with its photo). Returns `<name>_seen_heldout`: train = the rest
+  (what to train on), test = the held-out items (what to select on); relevance
+  by class. On the real Sketchy-25 subset with 0.2: per seen class 1 sketched and
+  4 other photos held out (with that photo's sketches).
+  """
+  held = category_split(split.train.photos + split.train.sketches, fraction)
+  return dataclasses.replace(held, name=f"{split.name}_seen_heldout",
+                             pairing=split.pairing, relevance="class")
+
+
 def _unseen_classes(items: Sequence[ImageItem], unseen: Sequence[str],
                     list_name: str) -> set[str]:
   present = {item.label for item in items}

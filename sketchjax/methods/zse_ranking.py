@@ -1,30 +1,47 @@
-"""Exact ZSE-SBIR RN ranking: every sketch-photo pair scored, each item encoded once.
+"""ZSE-SBIR pair rankings: exact (every sketch-photo pair scored, each item encoded once), and
+the shortlist-and-rerank approximation.
 
 Spec 3.6: the relation score of a pair needs both items' cross-attention, but
 each item's self-attention features and its CA projections depend on the item
 alone (`ZseSbir.encode`, `ZseSbir.project`). So every test sketch and photo is
-encoded and projected once (`item_features`), kept on the host as one flat
-float32 row an item, and `rn_score_tile` scores a tile of sketch queries
+encoded and projected once (`ItemFeatures`), kept on the host as one flat
+float32 row an item, and `pair_score_tile` scores a tile of sketch queries
 against the whole gallery in chunks of photos (`ZseSbir.pair_logits` on the
-tile x chunk pairs), returning float32 logits before the sigmoid (a monotone
-map: the ranking of the sigmoid scores without their float32 ties near 1).
-`fp16_scores=True` is the official code's ranking (the whole model in fp16,
-`test.py`): sigmoid scores rounded to float16, ties broken by gallery index.
+tile x chunk pairs). Two pair scores (`PAIR_SCORES`):
+  "rn"      Ours-RN: float32 RN logits before the sigmoid (a monotone map: the
+            ranking of the sigmoid scores without their float32 ties near 1);
+            `fp16_scores=True` is the official code's ranking (the whole model
+            in fp16, `test.py`): sigmoid scores rounded to float16, ties broken
+            by gallery index.
+  "ca_ret"  Ret by the cross-attention [Ret] tokens, the `-r ca` mode the
+            official code once had (root `valid.py` at c9ebd10, dropped by
+            `utils/valid.py`): cosine of r(s | p) and r(p | s), the CA outputs'
+            [Ret] rows of the pair (the code ranks by the L2 distance of the
+            normalised tokens, the same order). The tokens depend on the pair,
+            so every pair is scored as RN is, at the same cost.
 The official validation loop instead recomputes the photo features for every
 chunk of 20 sketches (20 x 20 pairs a call).
+
+`rerank_score_tile` (ours, not in the paper or the code; an approximation):
+the top K photos of each query by the self-attention [Ret] cosine (Ours-Ret),
+then RN on those K pairs only; the shortlist ranked first in RN order, the rest
+after it in Ret order (spec 3.6), Nq x K pairs scored instead of Nq x Ng.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import jax
+from jax import lax
 from jax.flatten_util import ravel_pytree
 import jax.numpy as jnp
 import numpy as np
 
 from sketchjax.models import zse_sbir
 from sketchjax.methods import retrieval_metrics
+
+PAIR_SCORES = ("rn", "ca_ret")
 
 
 class ItemFeatures:
@@ -53,12 +70,47 @@ class ItemFeatures:
     return jax.vmap(self._unravel_one)(rows)
 
 
-def rn_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
-                  photos: np.ndarray, sketch_features: ItemFeatures,
-                  photo_features: ItemFeatures, *, tile: int, chunk: int = 64,
-                  fp16_scores: bool = False) -> retrieval_metrics.ScoreTile:
-  """score_tile(start, stop) -> float32 [stop - start, Ng] of RN logits (or the
-  code's fp16 sigmoid scores) of sketch queries [start, stop) against every photo.
+def pair_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
+                photo_features: ItemFeatures, score: str = "rn", fp16_scores: bool = False):
+  """Jitted (params, sketch rows [P, F], photo rows [P, F]) -> float32 [P], the `score`
+  ("rn" or "ca_ret", module doc) of pair i = (sketch row i, photo row i)."""
+  if score not in PAIR_SCORES:
+    raise ValueError(f"score must be one of {PAIR_SCORES}, got {score!r}")
+  if fp16_scores and score != "rn":
+    raise ValueError("fp16_scores (the code's fp16 sigmoid) applies to the RN score only")
+
+  @jax.jit
+  def scores(params, sketch_rows, photo_rows):
+    logits, aux = model.apply({"params": params}, sketch_features.unflatten(sketch_rows),
+                              photo_features.unflatten(photo_rows), method=model.pair_logits)
+    if score == "ca_ret":
+      return jnp.sum(_unit(aux["ca_ret_sketch"]) * _unit(aux["ca_ret_photo"]), axis=-1)
+    if fp16_scores:
+      return jax.nn.sigmoid(logits).astype(jnp.float16).astype(jnp.float32)
+    return logits
+
+  return scores
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  """Rows [P, D] over max(norm, 1e-12) in float32 (torch's F.normalize)."""
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _padded_queries(sketches: np.ndarray, start: int, stop: int, tile: int) -> jax.Array:
+  queries = np.zeros((tile, sketches.shape[1]), np.float32)
+  queries[:stop - start] = sketches[start:stop]
+  return jnp.asarray(queries)
+
+
+def pair_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
+                    photos: np.ndarray, sketch_features: ItemFeatures,
+                    photo_features: ItemFeatures, *, tile: int, chunk: int = 64,
+                    score: str = "rn", fp16_scores: bool = False
+                    ) -> retrieval_metrics.ScoreTile:
+  """score_tile(start, stop) -> float32 [stop - start, Ng]: the exact `score` of sketch
+  queries [start, stop) against every photo.
 
   sketches [Nq, F], photos [Ng, F]: `ItemFeatures.flat` rows; tiles are padded
   to `tile` queries and the gallery to whole chunks (one compiled shape).
@@ -66,22 +118,16 @@ def rn_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
   num_gallery = len(photos)
   padded = -(-num_gallery // chunk) * chunk
   gallery = jnp.asarray(np.pad(photos, ((0, padded - num_gallery), (0, 0))))
+  scores = pair_scorer(model, sketch_features, photo_features, score, fp16_scores)
 
   @jax.jit
   def score_chunk(params, queries, photo_rows):
     t, c = queries.shape[0], photo_rows.shape[0]
-    q = sketch_features.unflatten(jnp.repeat(queries, c, axis=0))
-    p = photo_features.unflatten(jnp.tile(photo_rows, (t, 1)))
-    logits, _ = model.apply({"params": params}, q, p, method=model.pair_logits)
-    logits = logits.reshape(t, c)
-    if fp16_scores:
-      return jax.nn.sigmoid(logits).astype(jnp.float16).astype(jnp.float32)
-    return logits
+    pairs = scores(params, jnp.repeat(queries, c, axis=0), jnp.tile(photo_rows, (t, 1)))
+    return pairs.reshape(t, c)
 
   def score_tile(start: int, stop: int) -> jax.Array:
-    queries = np.zeros((tile, sketches.shape[1]), np.float32)
-    queries[:stop - start] = sketches[start:stop]
-    queries = jnp.asarray(queries)
+    queries = _padded_queries(sketches, start, stop, tile)
     blocks = [score_chunk(params, queries, gallery[i:i + chunk])
               for i in range(0, padded, chunk)]
     return jnp.concatenate(blocks, axis=1)[:stop - start, :num_gallery]
@@ -89,15 +135,52 @@ def rn_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
   return score_tile
 
 
-def rn_metrics(model: zse_sbir.ZseSbir, params: Any, sketch_rows: np.ndarray,
-               photo_rows: np.ndarray, query_labels: Sequence[int],
-               gallery_labels: Sequence[int], *, tile: int = 16, chunk: int = 64,
-               fp16_scores: bool = False, mesh=None, query_match=None) -> dict[str, float]:
-  """Every retrieval metric of the exact RN ranking (`retrieval_metrics`)."""
-  features = {m: ItemFeatures(model, params, m) for m in ("sketch", "photo")}
-  score_tile = rn_score_tile(model, params, sketch_rows, photo_rows, features["sketch"],
-                             features["photo"], tile=tile, chunk=chunk,
-                             fp16_scores=fp16_scores)
-  return retrieval_metrics.streaming_retrieval_metrics(
-      score_tile, len(sketch_rows), np.asarray(query_labels), np.asarray(gallery_labels),
-      tile=tile, mesh=mesh, query_match=query_match)
+def rerank_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
+                      photos: np.ndarray, sketch_ret: np.ndarray, photo_ret: np.ndarray,
+                      sketch_features: ItemFeatures, photo_features: ItemFeatures, *,
+                      k: int, tile: int, chunk: int = 64, fp16_scores: bool = False
+                      ) -> retrieval_metrics.ScoreTile:
+  """score_tile(start, stop) -> float32 [stop - start, Ng] of the shortlist-and-rerank
+  ranking (module doc): the K photos of highest self-attention [Ret] cosine (ties: lower
+  index) get 2 + K - r, r their 0-based place in RN order (logit descending, ties: lower
+  gallery index), every other photo its cosine (<= 1), so the metrics rank the shortlist
+  first in RN order and the rest by Ret. K = Ng gives the exact RN ranking.
+
+  sketches [Nq, F], photos [Ng, F]: `ItemFeatures.flat` rows; sketch_ret [Nq, D],
+  photo_ret [Ng, D]: the SA [Ret] tokens (`ZseSbir.encode`'s "ret").
+  """
+  num_gallery = len(photos)
+  if not 1 <= k <= num_gallery:
+    raise ValueError(f"rerank k={k} must be in [1, {num_gallery}] (the gallery size)")
+  ret_queries = retrieval_metrics.l2_normalize(sketch_ret)
+  ret_gallery = jnp.asarray(retrieval_metrics.l2_normalize(photo_ret))
+  gallery = jnp.asarray(photos)
+  scores = pair_scorer(model, sketch_features, photo_features, "rn", fp16_scores)
+  padded_k = -(-k // chunk) * chunk
+
+  @jax.jit
+  def shortlist(ret_q):
+    cosine = ret_q @ ret_gallery.T
+    _, index = lax.top_k(cosine, k)  # ties: the lower index first
+    return cosine, jnp.pad(index, ((0, 0), (0, padded_k - k)))
+
+  @jax.jit
+  def score_chunk(params, queries, index):
+    t, c = index.shape
+    pairs = scores(params, jnp.repeat(queries, c, axis=0), gallery[index.reshape(-1)])
+    return pairs.reshape(t, c)
+
+  @jax.jit
+  def compose(cosine, index, logits):
+    order_index = lax.sort((-logits[:, :k], index[:, :k]), dimension=1, num_keys=2)[1]
+    rows = jnp.arange(cosine.shape[0])[:, None]
+    return cosine.at[rows, order_index].set(2.0 + k - jnp.arange(k, dtype=jnp.float32))
+
+  def score_tile(start: int, stop: int) -> jax.Array:
+    queries = _padded_queries(sketches, start, stop, tile)
+    cosine, index = shortlist(jnp.asarray(_padded_queries(ret_queries, start, stop, tile)))
+    logits = jnp.concatenate([score_chunk(params, queries, index[:, i:i + chunk])
+                              for i in range(0, padded_k, chunk)], axis=1)
+    return compose(cosine, index, logits)[:stop - start]
+
+  return score_tile

@@ -323,6 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        make_eval_iter: Callable[[], Iterable[Batch]] | None,
                        mesh: Mesh | None = None,
                        custom_eval: Callable[[Any], dict[str, float]] | None = None,
+                       on_eval: Callable[[int, dict[str, float], Any], None] | None = None,
                        ) -> dict[str, float]:
   """Trains config.train.num_steps steps, resuming from the latest checkpoint in
   workdir, evaluating every eval_every steps and at the end.
@@ -330,7 +331,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   custom_eval, where given, replaces the summed evaluation: it takes what
   objective.evaluate would (params, or (params, model_state)) and returns
   scalar metrics computed any way it likes (retrieval mAP over a whole test
-  set, say); they are logged like the summed ones.
+  set, say); they are logged like the summed ones. on_eval(step, metrics,
+  variables), where given, is called after each eval is logged (to keep the
+  best step's parameters, say).
 
   train_iter yields host-local batches (dicts of numpy arrays, axis 0 this
   process's part of the global batch); a grain iterator's position is
@@ -354,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     with jax.set_mesh(mesh), preemption.StopSignals() as stop_signals:
       return _train_loop(config, workdir, objective, train_iter, make_eval_iter, mesh,
-                         checkpointer, writer, custom_eval, stop_signals)
+                         checkpointer, writer, custom_eval, stop_signals, on_eval)
   finally:
     checkpointer.wait()  # Even on errors: the last checkpoint is finished, never torn.
     checkpointer.close()
@@ -367,7 +370,9 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
                 checkpointer: checkpoint_lib.Checkpointer,
                 writer: metrics_lib.MetricWriter,
                 custom_eval: Callable[[Any], dict[str, float]] | None,
-                stop_signals: preemption.StopSignals) -> dict[str, float]:
+                stop_signals: preemption.StopSignals,
+                on_eval: Callable[[int, dict[str, float], Any], None] | None = None,
+                ) -> dict[str, float]:
   """train_and_evaluate inside the mesh context, with its checkpointer, writer
   and signal handlers."""
   train = config.train
@@ -401,6 +406,8 @@ def _train_loop(config: ml_collections.ConfigDict, workdir: str, objective: Obje
               evaluate(config, variables, objective, make_eval_iter(), mesh))
     writer.write(step, "eval", result)
     logging.info("eval at step %d: %s", step, result)
+    if on_eval is not None:
+      on_eval(step, result, variables)
     return result
 
   def eval_due(step: int) -> bool:
