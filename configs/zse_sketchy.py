@@ -8,7 +8,8 @@ Default: the CPU size `zse_mobilenet` (ImageNet MobileNetV2 tokens, frozen body)
 Variants, comma-separated: `vit_b16` (the official network at 224; give a ViT-B/16 file in
 --config.model.pretrained), `small` (zse_small, random init), `zeroshot21`, `cross_pacs`,
 `official_sampler` (the code's off-by-one), `figure` (the paper figure's conv stem and CA
-convention), `smoke` (tests).
+convention), `vit_ret` (the ViT-Ret baseline: the same network trained by the triplet loss on
+the self-attention [Ret] tokens only, loss.kind=ret_triplet), `smoke` (tests).
 """
 
 from sketchjax.tasks import sbir_config
@@ -32,6 +33,7 @@ def get_config(arg: str | None = None):
   c.model.token_reshape = "view"  # "spatial" (ours)
   c.loss = sbir_config.ml_collections.ConfigDict()
   c.loss.margin = 1.0
+  c.loss.kind = "zse"  # "zse" (2 triplet on CA [Ret] + 4 RN MSE) | "ret_triplet" (ViT-Ret)
   c.train.batch_size = 15  # items (60 images) a step, as the code
   c.train.eval_batch_size = 32
   c.train.num_steps = 600
@@ -57,6 +59,8 @@ def get_config(arg: str | None = None):
       c.model.variant, c.data.image_size, c.model.pretrained = "zse_small", 224, ""
     elif variant == "official_sampler":
       c.data.official_off_by_one = True
+    elif variant == "vit_ret":
+      c.loss.kind = "ret_triplet"
     elif variant == "figure":
       c.model.conv_stem, c.model.ca_convention = "sketch", "figure"
     elif variant == "smoke":
@@ -65,6 +69,6 @@ def get_config(arg: str | None = None):
       sbir_config.smoke_schedule(c)
     else:
       raise ValueError(f"unknown variant {variant!r}; expected a comma-separated list of "
-                       "vit_b16, small, official_sampler, figure, smoke and splits "
+                       "vit_b16, small, official_sampler, figure, vit_ret, smoke and splits "
                        f"{sorted(sbir_config.SPLIT_VARIANTS)}")
   return c

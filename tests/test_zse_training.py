@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -138,3 +139,25 @@ def test_selection_on_seen_heldout_keeps_the_best_step(tmp_path):
   result = zse.run(config, str(tmp_path))
   np.testing.assert_allclose(result["map_all"], chosen["map_all"], rtol=1e-5)
   assert f"step {chosen['step']}" in result["checkpoint"]
+
+
+def test_vit_ret_baseline_trains_the_self_attention_ret_token_only():
+  from sketchjax.models import zse_sbir
+  from sketchjax.tasks import zse
+  config = _config("smoke,vit_ret")
+  config.model.pretrained = ""
+  model = zse_sbir.zse_small(image_size=64, dropout=0.0, num_layers=1)
+  objective = zse.zse_objective(model, config)
+  rng = np.random.default_rng(0)
+  batch = {k: jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+           for k in ("sketch", "sketch_negative", "photo_positive", "photo_negative")}
+  params = objective.init(None, batch)
+  (value, parts), grads = jax.value_and_grad(objective.loss, has_aux=True)(
+      params, batch, jax.random.key(0))
+  assert set(parts) == {"triplet"} and value == parts["triplet"] > 0
+  norm = lambda tree: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree)))  # noqa: E731
+  assert norm(grads["sa"]) > 0
+  assert all(norm(grads[k]) == 0 for k in grads if k != "sa")  # CA, anchor conv, RN
+  with pytest.raises(ValueError, match="loss.kind"):
+    config.loss.kind = "rn_only"
+    zse.zse_objective(model, config)

@@ -77,9 +77,21 @@ def build_model(config: ml_collections.ConfigDict) -> zse_sbir.ZseSbir:
                              token_reshape=m.token_reshape, **extra)
 
 
+LOSS_KINDS = ("zse", "ret_triplet")
+
+
 def zse_objective(model: zse_sbir.ZseSbir, config: ml_collections.ConfigDict
                   ) -> trainer.Objective:
-  """Batches of `image_pipeline.zse_train_iterator`; init from config.model.pretrained."""
+  """Batches of `image_pipeline.zse_train_iterator`; init from config.model.pretrained.
+
+  `config.loss.kind`: "zse", the paper's 2 L_triplet (CA [Ret] tokens) + 4 L_rn;
+  "ret_triplet", the paper's ViT-Ret baseline (our reading of it): the same network
+  trained by the triplet loss on the self-attention [Ret] tokens only, r(s), r(p+),
+  r(p-) (s- unused), no CA or RN (their parameters stay at init).
+  """
+  kind = config.loss.get("kind", "zse")
+  if kind not in LOSS_KINDS:
+    raise ValueError(f"loss.kind must be one of {LOSS_KINDS}, got {kind!r}")
   initial = encoders.initial_variables(lambda: zse_sbir.init_variables(
       model, jax.random.key(config.seed), config.model.pretrained or None))
 
@@ -87,7 +99,21 @@ def zse_objective(model: zse_sbir.ZseSbir, config: ml_collections.ConfigDict
     del rng, batch  # The initial variables are those of config.seed.
     return initial()["params"]
 
+  def ret_loss(params, batch, rng):
+    def ret(images, modality, key):
+      return model.apply({"params": params}, images, modality, train=True,
+                         rngs={"dropout": key}, method=model.encode)["ret"]
+
+    photos = ret(jnp.concatenate([batch["photo_positive"], batch["photo_negative"]]),
+                 "photo", jax.random.fold_in(rng, 1))
+    half = batch["sketch"].shape[0]
+    triplet = sbir_losses.triplet_margin_loss(ret(batch["sketch"], "sketch", rng),
+                                              photos[:half], photos[half:], config.loss.margin)
+    return triplet, {"triplet": triplet}
+
   def loss(params, batch, rng):
+    if kind == "ret_triplet":
+      return ret_loss(params, batch, rng)
     sketches = jnp.concatenate([batch["sketch"], batch["sketch_negative"]])
     photos = jnp.concatenate([batch["photo_positive"], batch["photo_negative"]])
     logits, aux = model.apply({"params": params}, sketches, photos, train=True,
@@ -311,7 +337,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   seen_classes = sbir.load_split(trained).train.classes
   trained.data.split, trained.data.classes, trained.eval = (config.data.split,
                                                             config.data.classes, config.eval)
-  trained.eval.rn = True
+  trained.eval.rn = trained.loss.get("kind", "zse") == "zse"  # ViT-Ret: no trained RN
   mesh = mesh_lib.make_mesh(trained.mesh.fsdp)
   model = build_model(trained)
   example = {k: np.zeros((jax.device_count(), trained.data.image_size,
