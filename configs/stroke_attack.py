@@ -1,10 +1,12 @@
-"""Stroke-level adversarial attacks and noisy-stroke filtering of a raster classifier (issue 13).
+"""Stroke-level adversarial attacks and noisy-stroke filtering of a sketch classifier (issue 13).
 
 On held-out real QuickDraw drawings: remove whole strokes in SLA order, segments in
 P-SLA order (against random, drawing order and shortest-first removal), move points by
 PGD through the soft rasteriser within a radius (against random displacement), and drop
 the strokes whose SLA for the drawing's class is negative (against dropping as many at
-random or the shortest).
+random or the shortest). A SketchXAINet workdir gets the same attacks on its coordinates
+(sketchjax/methods/vector_attack.py): strokes in gate-IG SLA and occlusion order, stroke
+tails in segment-gate IG order, PGD on the points through the normalisation.
 
   python -m sketchjax.main --config=configs/stroke_attack.py --workdir=workdirs/attack_doodlenet \
     --config.model.kind=doodlenet --config.model.path=../shared/pretrained/doodlenet \
@@ -13,6 +15,10 @@ random or the shortest).
     --config.model.kind=checkpoint --config.model.path=workdirs/qd16_raster \
     --config.data.dir=workdirs/qd16_raster/tfds/merged-913977f37e7f/manual \
     --config.data.test_fraction=0.1   # the qd16 test split, from the files its training wrote
+  python -m sketchjax.main --config=configs/stroke_attack.py --workdir=workdirs/attack_tiny \
+    --config.model.kind=checkpoint --config.model.path=workdirs/qd16_tiny \
+    --config.data.dir=workdirs/qd16_tiny/tfds/merged-913977f37e7f/manual \
+    --config.data.test_fraction=0.1   # SketchXAINet: the same attacks on the coordinates
   python -m sketchjax.main --config=configs/stroke_attack.py:smoke ...   (3 sketches, few steps)
 
 `--config.data.noise_strokes=1` adds a stroke of another class's drawing to each drawing
@@ -28,7 +34,8 @@ def get_config(arg: str | None = None):
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.kind = "doodlenet"  # "doodlenet" (TF.js folder) | "checkpoint" (raster_cnn workdir)
+  c.model.kind = "doodlenet"  # "doodlenet" (TF.js folder) | "checkpoint" (raster CNN or
+  #                             SketchXAINet workdir of the classify task)
   c.model.path = ""
 
   c.data = ml_collections.ConfigDict()  # which drawings, as configs/attribution.py
@@ -48,6 +55,8 @@ def get_config(arg: str | None = None):
       {"ig_steps": 32, "chunk": 8, "pgd_steps": 20, "step_fraction": 0.25})  # AttackSettings
   c.attack.batch_size = 16  # sketches a jitted call (sorted by size, so shapes repeat)
   c.attack.sketches_at_once = 4  # of those, vmapped together (memory)
+  c.attack.dot_length = 16.0  # SketchXAINet: ink of a one-point stroke, canvas units (the
+  #                             official bitmaps' line width); raster models use their line
 
   c.figures = ml_collections.ConfigDict({"sketches": 6})
 

@@ -1,10 +1,11 @@
-"""Stroke-level adversarial attacks and noisy-stroke filtering of a raster classifier.
+"""Stroke-level adversarial attacks and noisy-stroke filtering of a sketch classifier.
 
 `run(config, workdir)` attacks the prediction of `config.model` (doodleNet, or a
-raster CNN workdir of the classify task) on held-out QuickDraw drawings read as
-the attribution task reads them (`config.data`; with `data.noise_strokes` = k each gets
-k strokes of drawings of other classes, known noise for the filter), every attack of
-sketchjax/methods/raster_attack.py on every drawing, and writes:
+classify workdir: the raster CNN or SketchXAINet) on held-out QuickDraw drawings read
+as the attribution task reads them (`config.data`; with `data.noise_strokes` = k each
+gets k strokes of drawings of other classes, known noise for the filter), every attack
+of sketchjax/methods/raster_attack.py (raster models) or vector_attack.py (SketchXAINet,
+through sketchjax/tasks/stroke_attack_vector.py) on every drawing, and writes:
   attacks.json       per sketch: class, prediction, each attack's outcome and cost,
                      the filters' predictions, SLA per stroke;
   summary.json       success rates against the budgets (share of ink length removed,
@@ -32,11 +33,11 @@ import numpy as np
 from sketchjax.data import soft_rasterize as sr
 from sketchjax.data.records import Drawing
 from sketchjax.sketch.sketch import Sketch
-from sketchjax.methods import noisy_strokes, raster_attack
+from sketchjax.methods import noisy_strokes, raster_attack, vector_attack
 from sketchjax.models import raster_classifier
 from sketchjax.tasks import attribution as attribution_task
 from sketchjax.tasks import classify
-from sketchjax.tasks import stroke_attack_figures
+from sketchjax.tasks import stroke_attack_figures, stroke_attack_vector
 
 INK_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares of the ink length
 STROKE_BUDGETS = (1, 2, 3)  # strokes touched
@@ -55,24 +56,68 @@ class RasterModel:
 
 def load_raster_model(config: ml_collections.ConfigDict) -> RasterModel:
   """doodleNet (`model.kind=doodlenet`) or a raster CNN workdir (`model.kind=checkpoint`)."""
-  kind, path = config.model.kind, config.model.path
-  if not path:
-    raise ValueError("set --config.model.path: the doodleNet folder (model.json) for "
-                     "model.kind=doodlenet, or a raster_cnn workdir for model.kind=checkpoint")
+  kind, path = _kind_and_path(config)
   if kind == "doodlenet":
     logits, names, settings = attribution_task.doodlenet_on_soft_images(
         path, config.raster.supersample)
     return RasterModel(logits, tuple(names), settings, sr.official_pixels)
-  if kind != "checkpoint":
-    raise ValueError(f"unknown model.kind {kind!r}; expected 'doodlenet' or 'checkpoint'")
   model, params, names, _ = classify.load_trained(path)
+  return raster_checkpoint(model, params, names, config.raster.supersample, path)
+
+
+def _kind_and_path(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  kind, path = config.model.kind, config.model.path
+  if not path:
+    raise ValueError("set --config.model.path: the doodleNet folder (model.json) for "
+                     "model.kind=doodlenet, or a raster_cnn or SketchXAINet workdir for "
+                     "model.kind=checkpoint")
+  if kind not in ("doodlenet", "checkpoint"):
+    raise ValueError(f"unknown model.kind {kind!r}; expected 'doodlenet' or 'checkpoint'")
+  return kind, path
+
+
+def raster_checkpoint(model: Any, params: Any, names: Sequence[str], supersample: int,
+                      path: str) -> RasterModel:
+  """The raster CNN of a classify workdir, fed by the soft rasteriser."""
   if not isinstance(model, raster_classifier.RasterClassifier):
-    raise ValueError(f"{path} holds a {type(model).__name__}: the stroke attacks need a raster "
+    raise ValueError(f"{path} holds a {type(model).__name__}: the raster attacks need a raster "
                      "model (doodleNet, or a workdir trained with model.kind=raster_cnn)")
   images_logits, settings, to_pixels = attribution_task.raster_cnn_on_soft_images(
-      model, params, config.raster.supersample)
+      model, params, supersample)
   return RasterModel(lambda image: images_logits(image[None])[0], tuple(names), settings,
                      to_pixels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Attacker:
+  """A model ready to attack: its classes, the removal orders of its results (and the
+  figure's name of its segment attack), and `attack_all(drawings, config)` -> per-sketch
+  results."""
+
+  class_names: tuple[str, ...]
+  stroke_orders: tuple[str, ...]
+  segment_orders: tuple[str, ...]
+  segment_title: str
+  attack_all: Callable[[Sequence[Drawing], ml_collections.ConfigDict], list[dict[str, Any]]]
+
+
+def load_attacker(config: ml_collections.ConfigDict) -> Attacker:
+  """doodleNet, or a classify workdir: raster CNN (raster attacks) or SketchXAINet (vector
+  attacks, `stroke_attack_vector`)."""
+  kind, path = _kind_and_path(config)
+  if kind == "doodlenet":
+    raster = load_raster_model(config)
+  else:
+    model, params, names, trained = classify.load_trained(path)
+    if not isinstance(model, raster_classifier.RasterClassifier):
+      tokenizer = classify.tokenizer_config(trained)
+      return Attacker(tuple(names), vector_attack.VECTOR_STROKE_ORDERS,
+                      vector_attack.VECTOR_SEGMENT_ORDERS, "segment-IG tails",
+                      functools.partial(stroke_attack_vector.attack_all, model, params,
+                                        tuple(names), tokenizer))
+    raster = raster_checkpoint(model, params, names, config.raster.supersample, path)
+  return Attacker(raster.class_names, raster_attack.STROKE_ORDERS, raster_attack.SEGMENT_ORDERS,
+                  "P-SLA segments", functools.partial(attack_all, raster))
 
 
 def pixels_per_unit(strokes: Sequence[np.ndarray], pixels: Sequence[np.ndarray]) -> float:
@@ -146,9 +191,13 @@ def _removal_summary(results, unit: str, orders: Sequence[str], touched: str) ->
   return summary
 
 
-def summarize(results: Sequence[dict], radii_units: Sequence[float], noise: int = 0) -> dict:
-  """Success rates against the budgets of every attack, and the filtering accuracies (and,
-  with `noise` strokes added to every drawing, the share of them each filter drops)."""
+def summarize(results: Sequence[dict], radii_units: Sequence[float], noise: int = 0,
+              orders: tuple[Sequence[str], Sequence[str]] = (raster_attack.STROKE_ORDERS,
+                                                             raster_attack.SEGMENT_ORDERS)
+              ) -> dict:
+  """Success rates against the budgets of every attack (removal `orders`: of strokes, of
+  segments), and the filtering accuracies (and, with `noise` strokes added to every
+  drawing, the share of them each filter drops)."""
   correct = np.array([r["prediction"] == r["label"] for r in results])
   pgd = {}
   for k, radius in enumerate(radii_units):
@@ -180,14 +229,14 @@ def summarize(results: Sequence[dict], radii_units: Sequence[float], noise: int 
                                             r["drawing"].sketch.num_strokes] for r in results]
       filtering[f"added_strokes_dropped_{name}"] = float(np.mean(dropped_noise))
   return {"sketches": len(results), "accuracy": float(correct.mean()),
-          "strokes": _removal_summary(results, "strokes", raster_attack.STROKE_ORDERS,
-                                      "strokes/removed"),
-          "segments": _removal_summary(results, "segments", raster_attack.SEGMENT_ORDERS,
+          "strokes": _removal_summary(results, "strokes", orders[0], "strokes/removed"),
+          "segments": _removal_summary(results, "segments", orders[1],
                                        "segments/strokes_touched"),
           "pgd": pgd, "filter": filtering}
 
 
-def _record(result: dict, class_names: Sequence[str], radii_units: Sequence[float]) -> dict:
+def _record(result: dict, class_names: Sequence[str], radii_units: Sequence[float],
+            orders: tuple[Sequence[str], Sequence[str]]) -> dict:
   """JSON record of one sketch."""
   n = result["drawing"].sketch.num_strokes
   removal = lambda unit, orders: {name: {
@@ -199,8 +248,8 @@ def _record(result: dict, class_names: Sequence[str], radii_units: Sequence[floa
       "word": result["drawing"].word, "key_id": str(result["drawing"].key_id), "num_strokes": n,
       "prediction": class_names[int(result["prediction"])],
       "sla": result["sla"][:n].tolist(), "sla_label": result["sla_label"][:n].tolist(),
-      "strokes": removal("strokes", raster_attack.STROKE_ORDERS),
-      "segments": removal("segments", raster_attack.SEGMENT_ORDERS),
+      "strokes": removal("strokes", orders[0]),
+      "segments": removal("segments", orders[1]),
       "pgd": {str(float(radius)): {
           "success": bool(result["pgd/success"][k]),
           "random_success": bool(result["random/success"][k]),
@@ -220,9 +269,9 @@ ADVERSARIAL_KEYS = ("xy", "lens", "scale", "label", "prediction", "segment_strok
 
 def save_adversarial(results: Sequence[dict], path: pathlib.Path) -> None:
   """The attacked sketches, padded to common shapes: `ADVERSARIAL_KEYS` stacked over sketches
-  (pixel polylines xy [B, S, P, 2], lens [B, S], the removal masks of every order [B, O, S] and
-  [B, O, N], PGD displacements in pixels [B, R, S, P, 2], ...), for checks against other
-  renderers."""
+  (polylines xy [B, S, P, 2] in the model's pixels, in canvas units for SketchXAINet; lens
+  [B, S], the removal masks of every order [B, O, S] and [B, O, N], PGD displacements in the
+  same units [B, R, S, P, 2], ...), for checks against other renderers."""
   def stack(name):
     values = [np.asarray(r[name]) for r in results]
     if values[0].ndim == 0:
@@ -261,24 +310,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"attack.radii must be positive canvas units, got {config.attack.radii}")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  model = load_raster_model(config)
-  drawings, _ = attribution_task.load_drawings(config, model.class_names)
+  attacker = load_attacker(config)
+  drawings, _ = attribution_task.load_drawings(config, attacker.class_names)
   noise = config.data.noise_strokes
   if noise:
     drawings = add_strokes_of_other_classes(drawings, noise, config.seed)
   logging.info("attacking %d drawings", len(drawings))
-  results = attack_all(model, drawings, config)
+  results = attacker.attack_all(drawings, config)
   radii = tuple(float(r) for r in config.attack.radii)
+  orders = (attacker.stroke_orders, attacker.segment_orders)
   (workdir / "attacks.json").write_text(
-      json.dumps([_record(r, model.class_names, radii) for r in results]))
+      json.dumps([_record(r, attacker.class_names, radii, orders) for r in results]))
   save_adversarial(results, workdir / "adversarial.npz")
-  summary = summarize(results, radii, noise)
+  summary = summarize(results, radii, noise, orders)
   correct = [r for r in results if r["prediction"] == r["label"]]
-  summary["correctly_classified"] = summarize(correct, radii, noise) if correct else None
+  summary["correctly_classified"] = summarize(correct, radii, noise, orders) if correct else None
   summary["model"] = {"kind": config.model.kind, "path": str(config.model.path)}
   (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
-  stroke_attack_figures.save_examples(results, model.class_names, radii,
-                                      workdir / "attack_examples.png", config.figures.sketches)
-  stroke_attack_figures.save_budget_curves(results, radii, workdir / "attack_budgets.png")
+  stroke_attack_figures.save_examples(results, attacker.class_names, radii,
+                                      workdir / "attack_examples.png", config.figures.sketches,
+                                      attacker.segment_title)
+  stroke_attack_figures.save_budget_curves(results, radii, workdir / "attack_budgets.png",
+                                           orders)
   print(json.dumps(summary))
   return summary

@@ -45,10 +45,11 @@ def _outcome(result, unit: str, o: int, names) -> str:
 
 
 def save_examples(results: Sequence[dict], class_names: Sequence[str],
-                  radii_units: Sequence[float], path: pathlib.Path, count: int) -> None:
+                  radii_units: Sequence[float], path: pathlib.Path, count: int,
+                  segment_title: str = "P-SLA segments") -> None:
   """One row a sketch: the drawing with its prediction; the strokes SLA removes and the
-  segments P-SLA removes, in red; PGD's displaced drawing (black) over the original (grey)
-  at the smallest radius that flips it."""
+  segments the first segment order removes (`segment_title`), in red; PGD's displaced
+  drawing (black) over the original (grey) at the smallest radius that flips it."""
   chosen = list(results[:count])
   fig, axes = plt.subplots(len(chosen), 4, figsize=(8.0, 2.1 * len(chosen)), squeeze=False)
   for row, result in zip(axes, chosen):
@@ -66,7 +67,7 @@ def save_examples(results: Sequence[dict], class_names: Sequence[str],
       ends = stroke if len(stroke) > 1 else np.repeat(stroke, 2, axis=0)
       for g, gone in enumerate(segment_removed[stroke_of == k]):
         _draw(row[2], ends[g:g + 2], REMOVED if gone else "black")
-    _finish(row[2], points, "P-SLA segments " + _outcome(result, "segments", 0, class_names))
+    _finish(row[2], points, f"{segment_title} " + _outcome(result, "segments", 0, class_names))
     flipped = np.flatnonzero(result["pgd/success"])
     k = int(flipped[0]) if len(flipped) else len(radii_units) - 1
     moved = _polylines(result["xy"] + result["pgd/delta"][k], result["lens"])
@@ -83,14 +84,15 @@ def save_examples(results: Sequence[dict], class_names: Sequence[str],
 
 
 def save_budget_curves(results: Sequence[dict], radii_units: Sequence[float],
-                       path: pathlib.Path) -> None:
-  """Success rate against the share of ink removed (stroke and segment orders) and against
-  the displacement radius (PGD and random displacement)."""
+                       path: pathlib.Path,
+                       orders: tuple[Sequence[str], Sequence[str]] = (
+                           raster_attack.STROKE_ORDERS, raster_attack.SEGMENT_ORDERS)) -> None:
+  """Success rate against the share of ink removed (the removal `orders` of strokes and of
+  segments) and against the displacement radius (PGD and random displacement)."""
   grid = np.linspace(0, 1, 101)
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  for unit, orders, style in (("strokes", raster_attack.STROKE_ORDERS, "-"),
-                              ("segments", raster_attack.SEGMENT_ORDERS, "--")):
-    for o, name in enumerate(orders):
+  for unit, names, style in (("strokes", orders[0], "-"), ("segments", orders[1], "--")):
+    for o, name in enumerate(names):
       success = np.array([r[f"{unit}/success"][o] for r in results])
       share = np.array([r[f"{unit}/cost_share"][o] for r in results])
       curve = [(success & (share <= b)).mean() for b in grid]
