@@ -1,0 +1,211 @@
+"""ZSE-SBIR at the official sizes: training step, [Ret] embedding and RN ranking, ours beside
+the official loop's structure and the official PyTorch numbers.
+
+  python benchmarks/zse_speed.py                       # ViT-B/16, 224 px, fp32 (official)
+  python benchmarks/zse_speed.py --variant=zse_small --image_size=64 --repeats=1  # quick
+
+Random init (times do not depend on the weights), the network of configs/zse_sketchy.py:vit_b16,
+each program jitted and warmed up once, medians of `--repeats`:
+  training step   15 items = 60 images (s, p+, s-, p-), loss 2 triplet + 4 RN MSE, AdamW;
+  [Ret] embedding SA forward of `--embed_batch` images to the [Ret] token (images/s);
+  RN, cached      ours: every item's SA features and CA projections computed once
+                  (zse_ranking.ItemFeatures), pairs scored in tiles of 20 sketches x
+                  `--chunk` photos (pairs/s of the scoring alone);
+  RN, loop        the official validation loop's structure in JAX: one call = the SA of 20
+                  photos recomputed (as the code does for every chunk of 20 sketches) and
+                  their 400 pairs with 20 cached sketches (pairs/s);
+  exact ranking   ours end to end on Nq x Ng test sets (Sketchy-25 of our subset, 625 x 625,
+                  and of the paper, 15,229 x 17,101): every item encoded and projected once,
+                  then every pair scored; derived from the measured rates:
+                  pairs / ((Nq + Ng) / items_per_s + pairs / cached_pairs_per_s).
+FLOPs a pair: XLA's cost analysis of the compiled programs (ours: the pair scoring plus the
+per-item encoding spread over the pairs of a test set; loop: a call / 400). Memory: XLA's
+buffer sizes of the training step program (arguments + outputs + temporaries), and the
+process's peak resident set after it (ru_maxrss; the training step is timed first).
+
+The official PyTorch code on this kind of machine with 2 threads (torch 2.13, random init,
+medians, from the issue): training step 91.3 s (13.8 GiB peak); [Ret] embedding 3.98
+images/s; RN scoring with the SA features cached 25.4 pairs/s; the official validation loop
+16.7 pairs/s (RN) and 47.5 pairs/s (Ret). Ratios printed are ours / official speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import platform
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sketchjax.methods import zse_ranking
+from sketchjax.tasks import zse
+
+_VARIANT = flags.DEFINE_string("variant", "zse_vit_b16", "model.variant")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side (px).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of each program (median).")
+_EMBED_BATCH = flags.DEFINE_integer("embed_batch", 20, "Images an embedding call.")
+_CHUNK = flags.DEFINE_integer("chunk", 20, "Photos a call of the cached RN scoring.")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ITEMS = 15  # a training step's items (60 images)
+LOOP = 20  # the official loop's sketches and photos a call
+OFFICIAL = {"train_step_s": 91.3, "train_peak_gib": 13.8, "ret_images_per_s": 3.98,
+            "rn_cached_pairs_per_s": 25.4, "rn_loop_pairs_per_s": 16.7,
+            "ret_loop_pairs_per_s": 47.5}
+TEST_SETS = {"Sketchy-25, our subset": (625, 625), "Sketchy-25, paper": (15229, 17101)}
+
+
+def _config():
+  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("vit_b16")
+  config.model.variant, config.data.image_size = _VARIANT.value, _IMAGE_SIZE.value
+  config.model.pretrained = ""
+  return config
+
+
+def _median_seconds(fn, args_of_call) -> float:
+  jax.block_until_ready(fn(*args_of_call(0)))  # compile + warm-up
+  times = []
+  for i in range(1, _REPEATS.value + 1):
+    args = args_of_call(i)
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _flops(jitted, *args) -> float:
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def _images(key: int, count: int, size: int) -> jax.Array:
+  return jax.random.uniform(jax.random.key(key), (count, size, size, 3), minval=-1.0, maxval=1.0)
+
+
+def bench_training(model, config, params) -> dict:
+  objective = zse.zse_objective(model, config)
+  optimizer = optax.adamw(config.optimizer.learning_rate,
+                          weight_decay=config.optimizer.weight_decay)
+  opt_state = optimizer.init(params)
+  size = config.data.image_size
+
+  def step(params, opt_state, batch, rng):
+    (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def batch(i):
+    names = ("sketch", "photo_positive", "sketch_negative", "photo_negative")
+    return {n: _images(100 * i + j, ITEMS, size) for j, n in enumerate(names)}
+
+  jitted = jax.jit(step)
+  compiled = jitted.lower(params, opt_state, batch(0), jax.random.key(0)).compile()
+  memory = compiled.memory_analysis()
+  buffers = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+             + memory.temp_size_in_bytes) / 2**30 if memory is not None else float("nan")
+  seconds = _median_seconds(compiled, lambda i: (params, opt_state, batch(i), jax.random.key(i)))
+  return {"train_step_s": seconds, "train_buffers_gib": buffers,
+          "train_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def bench_ranking(model, params, size: int) -> dict:
+  ret = jax.jit(lambda p, x: model.apply({"params": p}, x, "sketch", method=model.encode)["ret"])
+  batch = _EMBED_BATCH.value
+  ret_s = _median_seconds(ret, lambda i: (params, _images(i, batch, size)))
+  sketches, photos = (zse_ranking.ItemFeatures(model, params, m) for m in ("sketch", "photo"))
+  flat = {m: jax.jit(f.flat) for m, f in (("sketch", sketches), ("photo", photos))}
+  item_s = _median_seconds(flat["photo"], lambda i: (params, _images(i, LOOP, size)))
+  sketch_rows = np.asarray(flat["sketch"](params, _images(7, LOOP, size)))
+  photo_rows = np.asarray(flat["photo"](params, _images(8, _CHUNK.value, size)))
+  score_tile = zse_ranking.pair_score_tile(model, params, sketch_rows, photo_rows, sketches,
+                                           photos, tile=LOOP, chunk=_CHUNK.value)
+  cached_s = _median_seconds(lambda _: score_tile(0, LOOP), lambda i: (i,))
+  cached_pairs = LOOP * _CHUNK.value
+  scores = zse_ranking.pair_scorer(model, sketches, photos)
+
+  def loop_call(params, sketch_rows, photo_images):  # the official structure, one call
+    photo_rows = photos.flat(params, photo_images)
+    return scores(params, jnp.repeat(sketch_rows, LOOP, axis=0),
+                  jnp.tile(photo_rows, (LOOP, 1))).reshape(LOOP, LOOP)
+
+  loop = jax.jit(loop_call)
+  loop_s = _median_seconds(loop, lambda i: (params, jnp.asarray(sketch_rows),
+                                            _images(50 + i, LOOP, size)))
+  pair_args = (params, jnp.asarray(sketch_rows[:1].repeat(cached_pairs, 0)),
+               jnp.asarray(photo_rows[:1].repeat(cached_pairs, 0)))
+  flops = {"pair": _flops(scores, *pair_args) / cached_pairs,
+           "item": _flops(jax.jit(photos.flat), params, _images(0, 1, size)),
+           "loop_call": _flops(loop, params, jnp.asarray(sketch_rows), _images(0, LOOP, size))}
+  out = {"ret_images_per_s": batch / ret_s, "items_per_s": LOOP / item_s,
+         "rn_cached_pairs_per_s": cached_pairs / cached_s,
+         "rn_loop_pairs_per_s": LOOP * LOOP / loop_s,
+         "flops_pair_scoring": flops["pair"], "flops_item": flops["item"],
+         "flops_pair_loop": flops["loop_call"] / (LOOP * LOOP)}
+  for name, (nq, ng) in TEST_SETS.items():
+    pairs = nq * ng
+    seconds = (nq + ng) / out["items_per_s"] + pairs / out["rn_cached_pairs_per_s"]
+    out[f"exact_pairs_per_s[{name}]"] = pairs / seconds
+    out[f"exact_flops_pair[{name}]"] = flops["pair"] + flops["item"] * (nq + ng) / pairs
+  return out
+
+
+def main(argv):
+  del argv
+  config = _config()
+  model = zse.build_model(config)
+  params = jax.jit(lambda k: model.init(k, _images(0, 1, config.data.image_size),
+                                        _images(1, 1, config.data.image_size)))(
+                                            jax.random.key(0))["params"]
+  results = bench_training(model, config, params)
+  results.update(bench_ranking(model, params, config.data.image_size))
+  official = _VARIANT.value == "zse_vit_b16" and _IMAGE_SIZE.value == 224
+  print(f"ZSE-SBIR {_VARIANT.value} at {_IMAGE_SIZE.value} px, fp32, "
+        f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
+        f"{jax.device_count()} device(s)), medians of {_REPEATS.value}")
+
+  def row(label, value, unit, key=None, faster="higher"):
+    ref = OFFICIAL.get(key) if official and key else None
+    ratio = ""
+    if ref is not None:
+      speedup = ref / value if faster == "lower" else value / ref
+      ratio = f"   official {ref:8.2f} {unit}   ours {speedup:5.2f}x"
+    print(f"  {label:44s} {value:10.3f} {unit}{ratio}")
+
+  row("training step (15 items, 60 images)", results["train_step_s"], "s", "train_step_s", "lower")
+  row("  its buffers (XLA: args + outputs + temps)", results["train_buffers_gib"], "GiB")
+  row("  peak resident set after it", results["train_peak_rss_gib"], "GiB", "train_peak_gib",
+      "lower")
+  row("[Ret] embedding", results["ret_images_per_s"], "images/s", "ret_images_per_s")
+  row("SA + CA projections of an item (ours, once)", results["items_per_s"], "items/s")
+  row("RN scoring, features cached (ours)", results["rn_cached_pairs_per_s"], "pairs/s",
+      "rn_cached_pairs_per_s")
+  row("RN, official loop structure (in JAX)", results["rn_loop_pairs_per_s"], "pairs/s",
+      "rn_loop_pairs_per_s")
+  for name in TEST_SETS:
+    row(f"exact RN ranking, {name}", results[f"exact_pairs_per_s[{name}]"], "pairs/s",
+        "rn_loop_pairs_per_s")
+  print(f"  GFLOP a pair: scoring {results['flops_pair_scoring'] / 1e9:.3f}, an item's "
+        f"encoding {results['flops_item'] / 1e9:.3f}, official loop "
+        f"{results['flops_pair_loop'] / 1e9:.3f}")
+  for name in TEST_SETS:
+    ours = results[f"exact_flops_pair[{name}]"]
+    print(f"    exact ranking, {name}: {ours / 1e9:.3f} GFLOP a pair "
+          f"({results['flops_pair_loop'] / ours:.2f}x fewer than the loop)")
+  print(json.dumps({"variant": _VARIANT.value, "image_size": _IMAGE_SIZE.value, **results}))
+
+
+if __name__ == "__main__":
+  app.run(main)
