@@ -307,7 +307,20 @@ def _line_starts(path: str) -> np.ndarray:
   return np.asarray(starts, np.int64)
 
 
+def drawing_strokes(item: ImageItem) -> Sequence[np.ndarray]:
+  """The strokes of a QuickDraw drawing item `<file.ndjson>#<line>` (1-based), in the
+  order they were drawn: float[n, 2] each, simplified 0..255 coordinates."""
+  base, _, index = item.path.rpartition("#")
+  if not (_is_quickdraw(item.path) and base.endswith(".ndjson")):
+    raise ValueError(f"{item.path}: not a QuickDraw drawing (<file.ndjson>#<line>)")
+  return _drawing_strokes(base, int(index))
+
+
 def _drawing_image(path: str, number: int, size: int) -> np.ndarray:
+  return render_drawing(_drawing_strokes(path, number), size)
+
+
+def _drawing_strokes(path: str, number: int) -> Sequence[np.ndarray]:
   try:
     starts = _line_starts(path)
   except FileNotFoundError:
@@ -321,7 +334,7 @@ def _drawing_image(path: str, number: int, size: int) -> np.ndarray:
     strokes = _simplified_strokes(_parse_line(raw.decode("utf-8")).sketch.strokes)
   except (UnicodeDecodeError, ValueError) as e:
     raise SketchFormatError(path, number, str(e)) from None
-  return render_drawing(strokes, size)
+  return strokes
 
 
 _SUPERSAMPLE = 4
