@@ -41,6 +41,7 @@ def get_config(arg: str | None = None):
   c.optimizer.weight_decay = 1e-2
   c.optimizer.schedule = "constant"
   c.eval.rn = False  # also Ours-RN at every training eval (every pair: slow)
+  c.eval.evaluate_rn = True  # mode=evaluate: also Ours-RN (every pair)
   c.eval.rn_tile = 16  # sketch queries a tile
   c.eval.rn_chunk = 64  # photos a call (tile x chunk pairs at once)
   c.eval.fp16_scores = False  # rank by the code's fp16 sigmoid scores (parity)

@@ -22,7 +22,8 @@ Rankings of the test sketches against the test photos (`methods/zse_ranking.py`)
                [Ret] tokens (the code's `-r sa`, one embedding an item);
                "ca" the cross-attention [Ret] tokens of each pair (the `-r ca`
                the code once had), every pair scored in tiles as RN;
-  rn_          Ours-RN, every pair exact (`eval.rn`; always in evaluate);
+  rn_          Ours-RN, every pair exact (`eval.rn` in training, `eval.evaluate_rn`
+               in evaluate);
                `eval.fp16_scores` ranks by the code's fp16 sigmoid scores;
   rerank_      shortlist-and-rerank (`eval.rerank_k` = K > 0; ours, an
                approximation): top K by SA Ret, RN on those pairs only, with
@@ -337,7 +338,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   seen_classes = sbir.load_split(trained).train.classes
   trained.data.split, trained.data.classes, trained.eval = (config.data.split,
                                                             config.data.classes, config.eval)
-  trained.eval.rn = trained.loss.get("kind", "zse") == "zse"  # ViT-Ret: no trained RN
+  # eval.rn is training's; evaluate scores RN unless told not to or untrained (ViT-Ret).
+  trained.eval.rn = config.eval.evaluate_rn and trained.loss.get("kind", "zse") == "zse"
   mesh = mesh_lib.make_mesh(trained.mesh.fsdp)
   model = build_model(trained)
   example = {k: np.zeros((jax.device_count(), trained.data.image_size,
