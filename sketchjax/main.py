@@ -29,6 +29,7 @@ from sketchjax.tasks import attribution
 from sketchjax.tasks import classify
 from sketchjax.tasks import dfsbir
 from sketchjax.tasks import draw
+from sketchjax.tasks import guided_generation
 from sketchjax.tasks import retrieval_attribution
 from sketchjax.tasks import sbir
 from sketchjax.tasks import sketch_rnn_samples
@@ -41,6 +42,7 @@ from sketchjax.training import preemption
 TASKS = {"classify": classify.run, "sli": sli.run, "attribution": attribution.run,
          "sketch_rnn_samples": sketch_rnn_samples.run, "sbir": sbir.run, "draw": draw.run,
          "dfsbir": dfsbir.run, "stroke_attack": stroke_attack.run, "zse": zse.run,
+         "guided_generation": guided_generation.run,
          "retrieval_attribution": retrieval_attribution.run}
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -330,7 +330,9 @@ def faithfulness_summary(results: Sequence[dict], explainer: Explainer) -> dict:
 # --- figures --------------------------------------------------------------------------------
 
 
-def _draw_signed(ax, strokes, values, title):
+def draw_signed(ax, strokes, values, title):
+  """Strokes float[n_k, 2] coloured by their signed values (blue < 0 < red, limits
+  symmetric per sketch), y down as drawn."""
   limit = max(float(np.abs(values).max()), 1e-9)
   norm = matplotlib.colors.Normalize(-limit, limit)
   for stroke, value in zip(strokes, values):
@@ -355,7 +357,7 @@ def save_stroke_figure(results, explainer, method: str, path: pathlib.Path, coun
     ax.axis("off")
   for ax, result in zip(axes.flat, chosen):
     strokes = explainer.strokes_of(result["drawing"])
-    _draw_signed(ax, strokes, result[method][:len(strokes)],
+    draw_signed(ax, strokes, result[method][:len(strokes)],
                  f"{explainer.class_names[int(result['target'])]}\n({result['drawing'].word})")
   fig.suptitle(f"{method}: red raises the target score, blue lowers it", fontsize=9)
   fig.tight_layout()
