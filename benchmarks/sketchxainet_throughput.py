@@ -10,8 +10,10 @@ In both the BiLSTM runs on the packed real strokes only, as the official code
 does with pack_padded_sequence.
 plus Base-345 inference at batch 32, the FLOP/s each reaches (XLA's cost
 analysis of the compiled step) against the machine's measured float32 matmul
-rate, and each figure's ratio to the official PyTorch code measured on this
-machine (2 threads, medians; `OFFICIAL` below) and masked / faithful.
+rate, and each figure's ratio to the official PyTorch code measured on the same
+kind of CPU (2 threads, medians; `OFFICIAL` below, chosen by the CPU model name
+that the benchmark prints; without a set for this CPU the official columns stay
+empty and it says so) and masked / faithful.
 
 Both steps run in micro-batches of >= `--microbatch` sketches inside the
 jitted step (training accumulates gradients, inference concatenates logits:
@@ -35,6 +37,9 @@ import time
 from absl import app
 from absl import flags
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpu_reference  # noqa: E402
+
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/quickdraw/simplified",
                                 "Folder of official simplified ndjson files.")
 _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per configuration.")
@@ -45,9 +50,14 @@ _MICROBATCH = flags.DEFINE_integer("microbatch", 16, "Steps run in micro-batches
                                    "this many sketches (1 = off).")
 
 NUM_CLASSES = 345
-# The official PyTorch code on this machine, 2 threads (sketches/s, peak GiB).
-OFFICIAL = {("tiny", "train", 100): (11.8, 8.4), ("tiny", "train", 32): (10.6, None),
-            ("tiny", "infer", 100): (36.7, None), ("base", "infer", 32): (5.2, None)}
+# The official PyTorch code, 2 threads (sketches/s, peak GiB), by the kind of CPU
+# it was measured on (a substring of the CPU model name; cpu_reference.py).
+OFFICIAL = {
+    "Intel Xeon": {("tiny", "train", 100): (11.8, 8.4), ("tiny", "train", 32): (10.6, None),
+                   ("tiny", "infer", 100): (36.7, None), ("base", "infer", 32): (5.2, None)},
+    # issue 14, section 4: measured side by side with sketchjax on 2026-12-02.
+    "AMD EPYC": {("tiny", "train", 100): (9.79, 8.50), ("tiny", "infer", 100): (31.42, None)},
+}
 CONFIGS = [(size, layout, mode, batch)
            for size, mode, batch in [("tiny", "train", 100), ("tiny", "train", 32),
                                      ("tiny", "infer", 100), ("tiny", "infer", 32),
@@ -189,6 +199,10 @@ def main(argv):
   if _ONLY.value:
     print(json.dumps(run_one(_ONLY.value)))
     return
+  model_name = cpu_reference.cpu_model()
+  _, official = cpu_reference.reference_set(OFFICIAL, model_name)
+  official = official or {}
+  print(cpu_reference.describe(OFFICIAL, model_name))
   rate = matmul_rate()
   print(f"matmul rate (float32, 2048^3): {rate / 1e9:.1f} GFLOP/s; "
         f"{os.cpu_count()} cores; JAX {__import__('jax').__version__}")
@@ -211,7 +225,7 @@ def main(argv):
   for size, mode, batch in sorted({(s, m, b) for s, _, m, b in CONFIGS}):
     f = results.get(f"{size}:faithful:{mode}:{batch}")
     m = results.get(f"{size}:masked:{mode}:{batch}")
-    off_speed, off_mem = OFFICIAL.get((size, mode, batch), (None, None))
+    off_speed, off_mem = official.get((size, mode, batch), (None, None))
     cell = lambda r: (f"{r['sketches_per_s']:12.1f} {r['peak_gib']:5.2f} "
                       f"{r['flops_per_s'] / 1e9:8.1f}" if r else f"{'-':>12} {'-':>5} {'-':>8}")
     fs, ms = (f or {}).get("sketches_per_s"), (m or {}).get("sketches_per_s")

@@ -12,8 +12,10 @@ on the weights) in two layouts:
 each both batched (`vmap` over `--batch` sketches in one jitted `lax.scan`)
 and one sketch at a time (a Python loop over sketches calling the jitted
 single-sketch inversion, as the official code does with batch size 1), with
-the official PyTorch code on this machine (`OFFICIAL_SECONDS`, 2 threads,
-medians; runs vary by up to 25%) and the ratios. `--sizes=tiny,base` adds
+the official PyTorch code measured on the same kind of CPU (`OFFICIAL_SECONDS`,
+2 threads, medians, chosen by the CPU model name the benchmark prints; runs vary
+by up to 25%; without a set for this CPU the official columns stay empty and it
+says so) and the ratios. `--sizes=tiny,base` adds
 Base-30. Both run as the SLI task does: the shape embeddings once a batch (BiLSTM
 over the packed real strokes), then the inversion. Every shape is compiled
 (and run once) before the clock starts; the drawings are real QuickDraw
@@ -23,10 +25,14 @@ drawings in a fixed shuffled order.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app
 from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cpu_reference  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/quickdraw/simplified",
                                 "Folder of official simplified ndjson files.")
@@ -38,9 +44,10 @@ _SIZES = flags.DEFINE_list("sizes", ["tiny"], "Model sizes: tiny, base.")
 _LAYOUTS = flags.DEFINE_list("layouts", ["faithful", "masked"], "Layouts: faithful, masked.")
 
 NUM_CLASSES = 30
-# The official code (inversion/main_inversion.py, batch size 1, 100 steps) on
-# this machine, 2 threads: seconds a sketch.
-OFFICIAL_SECONDS = {"tiny": 5.6, "base": 48.0}
+# The official code (inversion/main_inversion.py, batch size 1, 100 steps), 2
+# threads: seconds a sketch, by the kind of CPU it was measured on (cpu_reference.py).
+OFFICIAL_SECONDS = {"Intel Xeon": {"tiny": 5.6, "base": 48.0},
+                    "AMD EPYC": {"tiny": 7.90}}  # issue 14, section 4 (2026-12-02)
 
 
 def _sketches(data_dir: str, count: int):
@@ -111,6 +118,10 @@ def measure(size: str, layout: str, pairs_batched, pairs_single) -> dict:
 def main(argv):
   del argv
   import jax
+  model_name = cpu_reference.cpu_model()
+  _, official_seconds = cpu_reference.reference_set(OFFICIAL_SECONDS, model_name)
+  official_seconds = official_seconds or {}
+  print(cpu_reference.describe(OFFICIAL_SECONDS, model_name))
   pairs = _sketches(_DATA_DIR.value, _BATCH.value * _BATCHES.value)
   print(f"SLI {_STEPS.value} steps, 1 path a sketch, random-init SketchXAINet-*-{NUM_CLASSES}; "
         f"batched: {len(pairs)} sketches in batches of {_BATCH.value}; one at a time: "
@@ -119,12 +130,14 @@ def main(argv):
   print(f"\n{'model':5} {'layout':8} | {'batched sk/s':>12} {'one-by-one sk/s':>15} "
         f"{'batched/one':>11} | {'official sk/s':>13} {'batched/off':>11} {'one/off':>7} | slots")
   for size in _SIZES.value:
-    official = 1.0 / OFFICIAL_SECONDS[size] * 100 / _STEPS.value
+    seconds = official_seconds.get(size)
+    official = 1.0 / seconds * 100 / _STEPS.value if seconds else None
     for layout in _LAYOUTS.value:
       r = measure(size, layout, pairs, pairs[:_SINGLE.value])
+      against = (f"{official:13.3f} {r['batched'] / official:10.2f}x "
+                 f"{r['single'] / official:6.2f}x" if official else f"{'-':>13} {'-':>11} {'-':>7}")
       print(f"{size:5} {layout:8} | {r['batched']:12.3f} {r['single']:15.3f} "
-            f"{r['batched'] / r['single']:10.2f}x | {official:13.3f} "
-            f"{r['batched'] / official:10.2f}x {r['single'] / official:6.2f}x | "
+            f"{r['batched'] / r['single']:10.2f}x | {against} | "
             f"batched {r['slots']}, one-by-one {r['single_slots']}", flush=True)
   if _STEPS.value != 100:
     print(f"(official sketches/s scaled from 100 to {_STEPS.value} steps)")
