@@ -11,8 +11,8 @@ guided by one classifier and judged by the other. The raster CNN is trained by
   python -m sketchjax.main --config=configs/raster_quickdraw.py:sketch_rnn14 \
       --workdir=workdirs/qd14_raster_gen --config.train.num_steps=300
 
-Variants: `smoke` (2 classes, 2 drawings a class, 1 round, for tests; set
-`classifiers.raster` to a raster_cnn workdir of those classes).
+Variants: `smoke` (2 classes, 2 drawings a class, 1 round, doodleNet guiding, for tests;
+set `classifiers.raster` to a raster_cnn workdir of those classes).
 """
 
 import pathlib
@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
   c.model_dir = str(REPO.parent / "shared/pretrained/sketch_rnn")  # <class>.gen.json files
   c.classes = "all"  # or a comma-separated list ("bear,palm tree")
   c.temperature = 0.65  # the reference JavaScript's default
-  c.per_class = 16  # target drawings a class (each arm makes one from each)
+  c.per_class = 12  # target drawings a class (each arm makes one from each)
   c.rounds = 3  # guided rounds after round 0; plain best-of-(rounds + 1)
   c.compute_matched = True  # also plain best-of-(rounds + 1)(ig_steps + 1)
 
@@ -45,6 +45,7 @@ def get_config(arg: str | None = None):
 
   if arg == "smoke":
     c.classes = "bear,palm tree"
+    c.directions = "doodlenet>raster"  # one direction: the other is the same code, swapped
     c.per_class = 2
     c.rounds = 1
     c.ig_steps = 2
