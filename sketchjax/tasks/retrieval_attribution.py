@@ -209,19 +209,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
            **{k.replace("/", "__"): v for k, v in out.items() if k not in ("prefix",)})
   figures.save_early_retrieval(workdir / "early_retrieval.png", result)
   shown = _select(range(len(queries)), config.figure.queries)
+  tops = [np.argsort(-(gallery @ out["embedding"][i]), kind="stable")[:config.figure.top_k]
+          for i in shown]
   figures.save_attribution_figure(
       workdir / "retrieval_attribution.png",
       [renderer.pixels(strokes[i]) for i in shown], [out["sla_ig"][i] for i in shown],
       [queries[i].label for i in shown],
-      [[image_folders.load_image(photos[j]) for j in _top(out["embedding"][i], gallery,
-                                                          config.figure.top_k)] for i in shown],
-      [[photos[j].label == queries[i].label for j in _top(out["embedding"][i], gallery,
-                                                           config.figure.top_k)] for i in shown],
+      [[image_folders.load_image(photos[j]) for j in top] for top in tops],
+      [[photos[j].label == queries[i].label for j in top] for i, top in zip(shown, tops)],
       renderer.settings.size)
   print(json.dumps({k: result[k] for k in ("render", "top1_hit_rate",
                                            "spearman_vs_drawing_order")}))
   return result
 
-
-def _top(query: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
-  return np.argsort(-(gallery @ query), kind="stable")[:k]
