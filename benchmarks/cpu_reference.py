@@ -28,7 +28,7 @@ def cpu_model() -> str:
 
 
 def _normalise(name: str) -> str:
-  """Lower case, trademarks and repeated spaces dropped: 'Intel(R) Xeon(R) CPU' -> 'intel xeon cpu'."""
+  """Lower case, no trademarks or repeated spaces: 'Intel(R) Xeon(R) CPU' -> 'intel xeon cpu'."""
   return " ".join(re.sub(r"\((r|tm)\)", " ", name.lower()).split())
 
 
