@@ -268,3 +268,28 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   assert logits.dtype == jnp.float32 and out["encoded"].dtype == jnp.bfloat16
   reference = _apply(SketchXAINet(num_classes=5, **SMALL), params, batch, train=False)[0]
   np.testing.assert_allclose(logits, reference, atol=0.1)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("broadcast_dropout", [False, True])
+def test_head_major_attention_equals_flax_attention(dtype, broadcast_dropout):
+  """Same numbers as flax's dot_product_attention: mask, fp32 softmax and the same dropout mask."""
+  from flax import linen as nn
+  from sketchjax.models.vit import head_major_attention
+  q, k, v = (jax.random.normal(jax.random.key(i), (3, 2, 7, 2, 8)).astype(dtype)
+             for i in range(3))
+  q = q[:, :, :5]  # fewer queries than keys, as a first_only block
+  mask = jax.random.bernoulli(jax.random.key(3), 0.7, (3, 2, 1, 1, 7)).at[..., 0].set(True)
+  kwargs = dict(mask=mask, dropout_rng=jax.random.key(4), dropout_rate=0.1,
+                broadcast_dropout=broadcast_dropout, deterministic=False, dtype=dtype,
+                force_fp32_for_softmax=True)
+  ours = jax.jit(lambda *a: head_major_attention(*a, **kwargs))(q, k, v)
+  theirs = jax.jit(lambda *a: nn.dot_product_attention(*a, **kwargs))(q, k, v)
+  assert ours.shape == theirs.shape == (3, 2, 5, 2, 8) and ours.dtype == theirs.dtype
+  tol = 1e-6 if dtype == jnp.float32 else 2e-2
+  np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32),
+                             rtol=tol, atol=tol)
+  grads = [jax.jit(jax.grad(lambda q, fn=fn: fn(q, k, v, **kwargs).astype(jnp.float32).sum()))(q)
+           for fn in (head_major_attention, nn.dot_product_attention)]
+  np.testing.assert_allclose(np.asarray(grads[0], np.float32), np.asarray(grads[1], np.float32),
+                             rtol=tol, atol=tol)
