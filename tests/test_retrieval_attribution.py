@@ -157,6 +157,8 @@ def test_smoke_end_to_end(tmp_path):
   full = [result["early"][o]["fraction"][-1]["map_all"] for o in result["early"]]
   assert max(full) - min(full) < 1e-6  # every order ends with the whole query
   assert np.isclose(full[0], result["render"]["soft"]["map_all"], atol=1e-5)
+  paired = result["early_minus_drawing_order"]["sla_ig"]["fraction"][-1]["map_all"]
+  assert abs(paired["mean"]) < 1e-6 and paired["count"] == 6  # whole queries: no difference
   for rho in result["spearman_vs_drawing_order"].values():
     assert -1.0 <= rho["mean"] <= 1.0
   per_query = np.load(workdir / "per_query.npz")

@@ -14,7 +14,8 @@ the order they were drawn) against the split's test photos:
     (drawing, random, and the attribution orders, computed on the whole
     drawing: an oracle), at fractions of its strokes and after 1..K strokes.
 
-Writes to the workdir: results.json (tables), per_query.npz (attributions,
+Writes to the workdir: results.json (tables; early-retrieval differences to the drawing
+order paired by query, mean and standard error), per_query.npz (attributions,
 orders, correlations), retrieval_attribution.png (queries coloured by SLA, top
 photos) and early_retrieval.png (the curves).
 """
@@ -125,14 +126,20 @@ def _pad_slots(value: np.ndarray, num_strokes: int, slots: int, key: str) -> np.
   return np.concatenate([value, np.full(slots - num_strokes, fill, value.dtype)])
 
 
-def _metrics(query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray,
-             gallery_labels: np.ndarray, mesh) -> dict[str, float]:
-  """mAP@all and acc@10 (a photo of the query's class in the top 10) of unit embeddings."""
+def _per_query(query: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray,
+               gallery_labels: np.ndarray, mesh) -> dict[str, np.ndarray]:
+  """Per query [Nq]: AP over the whole gallery ("map_all") and whether a photo of the
+  query's class is in the top 10 ("acc_at_10"), for unit embeddings."""
   per_query = retrieval_metrics.per_query_metrics(
       retrieval_metrics.embedding_scores(query, gallery, 256, mesh), len(query), query_labels,
       gallery_labels, ks=(10,), ap_at=10, mesh=mesh, sharded_scores=True)
-  return {"map_all": float(per_query["map_all"].mean()),
-          "acc_at_10": float((per_query["prec_at_10"] > 0).mean())}
+  return {"map_all": per_query["map_all"],
+          "acc_at_10": (per_query["prec_at_10"] > 0).astype(np.float32)}
+
+
+def _metrics(*args) -> dict[str, float]:
+  """The means of `_per_query`: mAP@all and acc@10."""
+  return {k: float(v.mean()) for k, v in _per_query(*args).items()}
 
 
 def _mean_and_error(values: np.ndarray) -> dict[str, float]:
@@ -180,10 +187,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   fractions = list(config.early.fractions)
   after = list(range(1, config.early.max_strokes + 1))
   early = {o: {"fraction": [], "after_strokes": []} for o in early_orders}
-  for a, name in enumerate(early_orders):
-    for k in range(len(fractions) + len(after)):
-      metrics = _metrics(out["prefix"][:, a, k], query_labels, gallery, photo_labels, mesh)
-      early[name]["fraction" if k < len(fractions) else "after_strokes"].append(metrics)
+  paired = {o: {"fraction": [], "after_strokes": []} for o in early_orders if o != "drawing"}
+  for k in range(len(fractions) + len(after)):
+    kind = "fraction" if k < len(fractions) else "after_strokes"
+    scores = {o: _per_query(out["prefix"][:, a, k], query_labels, gallery, photo_labels, mesh)
+              for a, o in enumerate(early_orders)}
+    for o, values in scores.items():
+      early[o][kind].append({m: float(v.mean()) for m, v in values.items()})
+      if o in paired and "drawing" in scores:  # the same queries: paired differences
+        paired[o][kind].append({m: _mean_and_error(v - scores["drawing"][m])
+                                for m, v in values.items()})
   completeness = np.abs(out["sla_ig"].sum(-1) - (out["score"] - out["blank_score"]))
   result = {
       "sbir_workdir": str(config.sbir_workdir), "queries": len(queries),
@@ -202,6 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           k.partition("/")[2]: _mean_and_error(v[out["num_strokes"] >= 3]) for k, v in
           out.items() if k.startswith("spearman/")},
       "early_fractions": fractions, "early_after_strokes": after, "early": early,
+      "early_minus_drawing_order": paired if "drawing" in early_orders else {},
   }
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "results.json").write_text(json.dumps(result, indent=1))
