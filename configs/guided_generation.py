@@ -1,6 +1,7 @@
 """Attribution of sketch-rnn drawings, and attribution-guided generation (issue 13, section 3).
 
-  python -m sketchjax.main --config=configs/guided_generation.py --workdir=workdirs/guided_generation
+  python -m sketchjax.main --config=configs/guided_generation.py \
+      --workdir=workdirs/guided_generation
 
 Samples drawings of every class of ../shared/pretrained/sketch_rnn, attributes them
 under doodleNet and under a raster CNN trained on sketch-rnn samples (SLA), and compares
