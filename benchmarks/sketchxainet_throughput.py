@@ -46,6 +46,9 @@ _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per configuration."
 _ONLY = flags.DEFINE_string("only", "", "Run one configuration 'size:layout:mode:batch' "
                             "in this process and print its JSON (used by the driver).")
 _SKIP_BASE = flags.DEFINE_bool("skip_base", False, "Skip Base-345 inference (slow on CPU).")
+_BUCKET_ROWS = flags.DEFINE_bool("bucket_packed_rows", False, "Pack the strokes in rows as long "
+                                  "as the batch's point bucket (TokenizerConfig."
+                                  "bucket_packed_rows), not always the longest bucket.")
 _MICROBATCH = flags.DEFINE_integer("microbatch", 16, "Steps run in micro-batches of at least "
                                    "this many sketches (1 = off).")
 
@@ -85,7 +88,8 @@ def _batches(data_dir: str, batch_size: int, masked: bool, count: int, shards: i
                 for d in folder.read_drawings(path)]
   order = np.random.default_rng(0).permutation(len(records))
   config = tokenize.TokenizerConfig(stroke_buckets=STROKE_BUCKETS if masked else None,
-                                    point_buckets=POINT_BUCKETS, num_shards=shards)
+                                    point_buckets=POINT_BUCKETS, num_shards=shards,
+                                    bucket_packed_rows=_BUCKET_ROWS.value)
   out = []
   for i in range(count):
     examples = [pipeline.decode(records[j])
@@ -212,7 +216,9 @@ def main(argv):
       continue
     spec = f"{size}:{layout}:{mode}:{batch}"
     proc = subprocess.run([sys.executable, __file__, f"--only={spec}",
-                           f"--data_dir={_DATA_DIR.value}", f"--batches={_BATCHES.value}"],
+                           f"--data_dir={_DATA_DIR.value}", f"--batches={_BATCHES.value}",
+                           f"--microbatch={_MICROBATCH.value}",
+                           f"--bucket_packed_rows={_BUCKET_ROWS.value}"],
                           capture_output=True, text=True, check=False)
     if proc.returncode:
       print(f"{spec}: failed\n{proc.stderr[-2000:]}")

@@ -57,6 +57,11 @@ class TokenizerConfig:
     row_quantum: the packed row count R is a multiple of this.
     slot_points: include `points` (one stroke a slot); models that read only
       the packed rows need not pay for it (nor compile a shape per P).
+    bucket_packed_rows: pack the strokes in rows as long as the batch's point
+      bucket P instead of the longest bucket: the same shape embeddings with
+      fewer sequential BiLSTM steps (QuickDraw strokes rarely need 512; the
+      faithful Tiny's BiLSTM on 20 sketches with P = 32 ran 5x less CPU time
+      in training), at the cost of one more compiled row length per P. Ours.
   """
 
   max_strokes: int = 196
@@ -65,6 +70,7 @@ class TokenizerConfig:
   num_shards: int = 1
   row_quantum: int = 4
   slot_points: bool = True
+  bucket_packed_rows: bool = False
 
 
 @dataclasses.dataclass
@@ -155,7 +161,8 @@ def tokenize_batch(sketches: Sequence[Sketch],
       loc[b, s] = stroke[0]
 
   packed_points, packed_index = pack_strokes(points, stroke_len, num_shards=shards,
-                                             row_length=max_points,
+                                             row_length=(num_points if config.bucket_packed_rows
+                                                         else max_points),
                                              row_quantum=config.row_quantum)
   batch = {
       "points": points,
