@@ -48,6 +48,11 @@ def get_config(arg: str | None = None):
   c.early.max_strokes = 3  # also after 1..max_strokes strokes
   c.early.orders = ("drawing", "random", "sla_ig")
 
+  # Noisy-stroke filter (issue 13, section 2, for retrieval): drop the strokes whose
+  # attribution against the query's top photo is negative, against dropping as many at
+  # random and the shortest first (methods/noisy_strokes.py); retrieval before and after.
+  c.filter = ml_collections.ConfigDict({"methods": ("sla_ig", "occlusion")})
+
   c.figure = ml_collections.ConfigDict({"queries": 6, "top_k": 5})
 
   for variant in filter(None, (arg or "").split(",")):

@@ -83,6 +83,13 @@ def test_prefix_embeddings_are_the_encoder_on_just_those_strokes():
     np.testing.assert_allclose(got[k], embed(renderer.images(image)[None])[0], atol=1e-5)
 
 
+def test_stroke_lengths_by_hand():
+  xy = jnp.array([[[0.0, 0.0], [3.0, 4.0], [3.0, 5.0]],   # 5 + 1
+                  [[1.0, 1.0], [9.0, 9.0], [0.0, 0.0]],   # one point: a dot
+                  [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # padding
+  np.testing.assert_allclose(ra.stroke_lengths(xy, jnp.array([3, 1, 0]), 1.5), [6.0, 1.5, 0.0])
+
+
 def test_prefix_counts():
   fractions = jnp.array([0.1, 0.2, 0.3, 0.5, 1.0])
   np.testing.assert_array_equal(ra.prefix_counts(jnp.array(5), fractions), [1, 1, 2, 3, 5])
@@ -161,6 +168,11 @@ def test_smoke_end_to_end(tmp_path):
   assert abs(paired["mean"]) < 1e-6 and paired["count"] == 6  # whole queries: no difference
   for rho in result["spearman_vs_drawing_order"].values():
     assert -1.0 <= rho["mean"] <= 1.0
+  for method in ("sla_ig", "occlusion"):  # the noisy-stroke filter for retrieval
+    row = result["filter"][method]
+    assert set(row) == {"dropped_strokes", "attribution", "random", "shortest"}
+    assert 0 <= row["dropped_strokes"]["mean"] and row["dropped_strokes"]["count"] == 6
+    assert all(0 < row[f]["map_all"] <= 1 for f in ("attribution", "random", "shortest"))
   per_query = np.load(workdir / "per_query.npz")
   assert per_query["sla_ig"].shape[0] == 6
   for name in ("retrieval_attribution.png", "early_retrieval.png"):

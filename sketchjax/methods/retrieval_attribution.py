@@ -153,3 +153,12 @@ def orders(attributions: dict[str, jax.Array], methods: Sequence[str], present: 
          "random": faithfulness.random_order(key, present)}
   out.update({m: faithfulness.ranking(attributions[m], present) for m in methods})
   return out
+
+
+def stroke_lengths(xy: jax.Array, lens: jax.Array, dot_length: float) -> jax.Array:
+  """float32[S] ink length of each stroke of xy float[S, P, 2] (lens int[S] real points):
+  its polyline length, `dot_length` for a one-point stroke, 0 for padding."""
+  steps = jnp.linalg.norm(jnp.diff(xy, axis=1), axis=-1)
+  real = jnp.arange(xy.shape[1] - 1)[None, :] < (lens[:, None] - 1)
+  length = jnp.sum(jnp.where(real, steps, 0.0), axis=-1)
+  return jnp.where(lens > 1, length, jnp.where(lens == 1, dot_length, 0.0))

@@ -12,7 +12,10 @@ the order they were drawn) against the split's test photos:
     with the drawing order, and of a random order;
   - early retrieval: the query drawn with only the first strokes of an order
     (drawing, random, and the attribution orders, computed on the whole
-    drawing: an oracle), at fractions of its strokes and after 1..K strokes.
+    drawing: an oracle), at fractions of its strokes and after 1..K strokes;
+  - noisy-stroke filtering for retrieval: the strokes whose attribution
+    against the top photo is negative dropped (`filter.methods`), against
+    dropping as many at random and the shortest first (`noisy_strokes`).
 
 Writes to the workdir: results.json (tables; early-retrieval differences to the drawing
 order paired by query, mean and standard error), per_query.npz (attributions,
@@ -35,6 +38,7 @@ import numpy as np
 
 from sketchjax.data import soft_rasterize as sr
 from sketchjax.data.formats import image_folders
+from sketchjax.methods import noisy_strokes
 from sketchjax.methods import retrieval_attribution as ra
 from sketchjax.methods import retrieval_metrics
 from sketchjax.tasks import retrieval_attribution_figures as figures
@@ -76,6 +80,13 @@ def _explain_fn(embed, renderer: ra.QueryRenderer, config: ml_collections.Config
     counts = jnp.concatenate([ra.prefix_counts(n, fractions), jnp.minimum(steps_after, n)])
     masks = jnp.concatenate([ra.prefix_masks(order[o], present, counts) for o in early_orders])
     prefix = ra.prefix_embeddings(embed, renderer, coverage, masks)
+    lengths = ra.stroke_lengths(xy, lens, renderer.settings.line_width)
+    filters = [noisy_strokes.filter_masks(out[m], lengths, present, jax.random.fold_in(key, 1))
+               for m in config.filter.methods]
+    keep = jnp.stack([f[name] for f in filters for name in noisy_strokes.FILTERS])
+    filtered = ra.prefix_embeddings(embed, renderer, coverage, keep.astype(jnp.float32))
+    out.update(filtered=filtered.reshape(len(filters), len(noisy_strokes.FILTERS), -1),
+               filter_dropped=jnp.stack([n - f["attribution"].sum() for f in filters]))
     out.update(embedding=full, top=top, num_strokes=n,
                prefix=prefix.reshape(len(early_orders), counts.shape[0], -1),
                **{f"order/{k}": v for k, v in order.items()},
@@ -198,6 +209,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         paired[o][kind].append({m: _mean_and_error(v - scores["drawing"][m])
                                 for m, v in values.items()})
   completeness = np.abs(out["sla_ig"].sum(-1) - (out["score"] - out["blank_score"]))
+  filtering = {m: {"dropped_strokes": _mean_and_error(out["filter_dropped"][:, a].astype(float)),
+                   **{name: _metrics(out["filtered"][:, a, b], query_labels, gallery,
+                                     photo_labels, mesh)
+                      for b, name in enumerate(noisy_strokes.FILTERS)}}
+               for a, m in enumerate(config.filter.methods)}
   result = {
       "sbir_workdir": str(config.sbir_workdir), "queries": len(queries),
       "gallery": len(photos), "seconds": round(seconds, 1),
@@ -216,11 +232,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           out.items() if k.startswith("spearman/")},
       "early_fractions": fractions, "early_after_strokes": after, "early": early,
       "early_minus_drawing_order": paired if "drawing" in early_orders else {},
+      "filter": filtering,
   }
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "results.json").write_text(json.dumps(result, indent=1))
   np.savez(workdir / "per_query.npz", paths=np.array([q.path for q in queries]),
-           **{k.replace("/", "__"): v for k, v in out.items() if k not in ("prefix",)})
+           **{k.replace("/", "__"): v for k, v in out.items() if k not in ("prefix", "filtered")})
   figures.save_early_retrieval(workdir / "early_retrieval.png", result)
   shown = _select(range(len(queries)), config.figure.queries)
   tops = [np.argsort(-(gallery @ out["embedding"][i]), kind="stable")[:config.figure.top_k]
