@@ -9,6 +9,8 @@ always kept (when every stroke scores below 0, the best one stays).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -48,3 +50,22 @@ def filter_masks(attribution: jax.Array, lengths: jax.Array, present: jax.Array,
       "random": present & drop_first(faithfulness.random_order(key, present), count),
       "shortest": present & drop_first(stroke_attack.shortest_first(lengths, present), count),
   }
+
+
+def filter_results(logits_of_keep: Callable[[jax.Array], jax.Array], attribution: jax.Array,
+                   lengths: jax.Array, present: jax.Array, label: jax.Array,
+                   key: jax.Array) -> dict[str, jax.Array]:
+  """Each filter of `FILTERS` applied to a sketch and the model's prediction after it.
+
+  Args:
+    logits_of_keep: keep mask float[S] -> logits float[C].
+    attribution, lengths, present, key: as `filter_masks`; label: int32 true class.
+
+  Returns filter/keep: bool[F, S], filter/prediction: int32[F], filter/correct: bool[F],
+  filter/dropped: int32 strokes each filter drops.
+  """
+  masks = filter_masks(attribution, lengths, present, key)
+  keep = jnp.stack([masks[name] for name in FILTERS])
+  filtered = jax.vmap(lambda k: jnp.argmax(logits_of_keep(k.astype(jnp.float32))))(keep)
+  return {"filter/keep": keep, "filter/prediction": filtered.astype(jnp.int32),
+          "filter/correct": filtered == label, "filter/dropped": present.sum() - keep[0].sum()}

@@ -164,3 +164,26 @@ def logit_margin(logits: jax.Array, target: jax.Array) -> jax.Array:
   """max over classes c != target of logits[c], minus logits[target] (> 0: not predicted)."""
   others = jnp.where(jnp.arange(logits.shape[0]) == target, -jnp.inf, logits)
   return others.max() - logits[target]
+
+
+def displacement_attacks(logits_of_xy: Callable[[jax.Array], jax.Array], xy: jax.Array,
+                         lens: jax.Array, radii: jax.Array, prediction: jax.Array,
+                         key: jax.Array, *, steps: int, step_fraction: float
+                         ) -> dict[str, jax.Array]:
+  """PGD at each radius float[R] and its random-displacement baseline on a model given as
+  moved points float[S, P, 2] -> logits float[C] (through a rasteriser or a tokeniser).
+
+  Returns pgd/{success, prediction, margin, mean_shift, max_shift}: [R] (shifts in the
+  units of xy), pgd/delta: float[R, S, P, 2], random/success: bool[R].
+  """
+  margin = lambda moved: logit_margin(logits_of_xy(moved), prediction)  # noqa: E731
+  pgd = jax.vmap(lambda r: pgd_points(margin, xy, lens, r, steps=steps,
+                                      step_size=step_fraction * r))(radii)
+  shifts = jax.vmap(lambda d: displacement_stats(d, lens))(pgd["delta"])
+  moved = jax.vmap(lambda d: jnp.argmax(logits_of_xy(xy + d)))(pgd["delta"])
+  random = jax.vmap(lambda r, k: random_displacement(margin, xy, lens, r, k,
+                                                     draws=steps)["success"])(
+      radii, jax.random.split(key, radii.shape[0]))
+  return {"pgd/success": pgd["success"], "pgd/delta": pgd["delta"],
+          "pgd/prediction": moved.astype(jnp.int32), "pgd/margin": pgd["margin"],
+          "pgd/mean_shift": shifts[0], "pgd/max_shift": shifts[1], "random/success": random}

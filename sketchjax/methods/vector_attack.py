@@ -188,25 +188,9 @@ def attack_sketch(model: nn.Module, params: Any, xy: jax.Array, lens: jax.Array,
       removed.astype(jnp.int32), segments.stroke, num_strokes) > 0)(out["segments/removed_mask"])
   out["segments/strokes_touched"] = touched.sum(-1).astype(jnp.int32)
 
-  margin = lambda moved: stroke_attack.logit_margin(
-      logits_of(vector_tokens.tokens(moved, lens)), prediction)
-  pgd = jax.vmap(lambda r: stroke_attack.pgd_points(
-      margin, xy, lens, r, steps=attack.pgd_steps, step_size=attack.step_fraction * r))(radii)
-  shifts = jax.vmap(lambda d: stroke_attack.displacement_stats(d, lens))(pgd["delta"])
-  moved_prediction = jax.vmap(lambda d: jnp.argmax(logits_of(vector_tokens.tokens(
-      xy + d, lens))))(pgd["delta"])
-  out.update({"pgd/success": pgd["success"], "pgd/delta": pgd["delta"],
-              "pgd/prediction": moved_prediction.astype(jnp.int32),
-              "pgd/margin": pgd["margin"], "pgd/mean_shift": shifts[0],
-              "pgd/max_shift": shifts[1]})
-  out["random/success"] = jax.vmap(lambda r, k: stroke_attack.random_displacement(
-      margin, xy, lens, r, k, draws=attack.pgd_steps)["success"])(
-          radii, jax.random.split(random_key, radii.shape[0]))
-
-  masks = noisy_strokes.filter_masks(sla_label, stroke_ink, present, filter_key)
-  keep = jnp.stack([masks[name] for name in noisy_strokes.FILTERS])
-  filtered = jax.vmap(lambda k: jnp.argmax(by_stroke(k.astype(jnp.float32))))(keep)
-  out.update({"filter/keep": keep, "filter/prediction": filtered.astype(jnp.int32),
-              "filter/correct": filtered == label,
-              "filter/dropped": present.sum() - keep[0].sum()})
+  out.update(stroke_attack.displacement_attacks(
+      lambda moved: logits_of(vector_tokens.tokens(moved, lens)), xy, lens, radii, prediction,
+      random_key, steps=attack.pgd_steps, step_fraction=attack.step_fraction))
+  out.update(noisy_strokes.filter_results(by_stroke, sla_label, stroke_ink, present, label,
+                                          filter_key))
   return out
