@@ -25,7 +25,8 @@ def _metrics(workdir):
 def test_quickstart_smoke_trains_and_leaves_its_outputs(tmp_path):
   workdir = tmp_path / "qs"
   _main("--config=configs/quickstart.py:smoke", f"--workdir={workdir}",
-        "--config.train.num_steps=4")
+        "--config.train.num_steps=4", "--config.train.eval_every=2",
+        "--config.train.checkpoint_every=2")
   rows = _metrics(workdir)
   assert all("step" in r for r in rows)
   assert any(r.get("split") == "eval" and "top1" in r for r in rows)
@@ -34,6 +35,19 @@ def test_quickstart_smoke_trains_and_leaves_its_outputs(tmp_path):
   assert json.loads((workdir / "classes.json").read_text())[0] == "square"
   checkpoints = workdir / "checkpoints"
   assert sorted(p.name for p in checkpoints.iterdir() if p.name.isdigit())[-1] == "4"
+
+  # mode=learning_curve: every kept checkpoint on the run's test split, as the run's evals.
+  _main("--config=configs/quickstart.py:smoke", f"--workdir={workdir}",
+        "--config.mode=learning_curve")
+  curve = json.loads((workdir / "learning_curve.json").read_text())["rows"]
+  evals = {r["step"]: r for r in rows if r.get("split") == "eval"}
+  assert [r["step"] for r in curve] == sorted(evals) == [2, 4]
+  batch_size = json.loads((workdir / "config.json").read_text())["train"]["batch_size"]
+  for row in curve:
+    assert row["drawings_seen"] == row["step"] * batch_size
+    for key in ("top1", "top5", "loss"):
+      assert row[key] == pytest.approx(evals[row["step"]][key], rel=1e-5), key
+  assert (workdir / "learning_curve.png").stat().st_size > 1000
 
 
 def test_bad_config_key_fails_with_a_clear_message(tmp_path):

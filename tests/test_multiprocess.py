@@ -2,7 +2,7 @@
 
 Runs `launch/local_multiprocess.sh` (2 JAX processes joined by jax.distributed,
 gloo collectives) and, beside it, a plain single process with 8 simulated
-devices, both on the quickstart smoke config for 6 steps, and compares the
+devices, both on the quickstart smoke config for 4 steps, and compares the
 per-step training losses written to <workdir>/metrics.jsonl. The 2-process run
 is also the reference of the preemption test (a step of 2 processes with gloo
 collectives takes 10-30 s on 2 cores, so the module runs as few as it can).
@@ -27,7 +27,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = REPO / "launch" / "local_multiprocess.sh"
 TIMEOUT_S = 480
-NUM_STEPS = 6
+NUM_STEPS = 4
 TRAIN_FLAGS = (
     "--config=configs/quickstart.py:smoke",
     f"--config.train.num_steps={NUM_STEPS}",

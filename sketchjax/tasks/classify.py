@@ -13,6 +13,10 @@
             model.kind=doodlenet the pretrained doodleNet of model.path is
             evaluated instead, on eval_dir or the configured test split
             (classify_doodlenet.py).
+  learning_curve  evaluate every kept checkpoint of a trained workdir on that
+            run's own test split and write top-1/top-5 against the training
+            drawings seen (step x batch size) to learning_curve.json and
+            learning_curve.png.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from sketchjax.data import quickdraw_sources
 from sketchjax.models import raster_classifier, sketchxainet
 from sketchjax.sketch import plot
 from sketchjax.sketch.sketch import from_stroke3
-from sketchjax.tasks import classify_doodlenet
+from sketchjax.tasks import classify_doodlenet, classify_figures
 from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
@@ -106,6 +110,7 @@ def tokenizer_config(config: ml_collections.ConfigDict) -> tokenize.TokenizerCon
       stroke_buckets=tuple(t.stroke_buckets) if t.bucket_strokes else None,
       point_buckets=tuple(t.point_buckets),
       num_shards=jax.local_device_count() * config.train.microbatches,
+      bucket_packed_rows=t.get("bucket_packed_rows", False),  # absent in older runs' configs
       slot_points=config.model.kind != "sketchxainet")  # it reads the packed rows
 
 
@@ -177,25 +182,59 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   return metrics
 
 
-def load_trained(workdir: str | pathlib.Path):
-  """(model, params, class names, training config) of a trained workdir.
-
-  The model is rebuilt from the workdir's own config.json, so callers (the
-  evaluate mode, SLI, attribution) need not repeat the training flags.
-  """
-  workdir = pathlib.Path(workdir)
+def _trained_model(workdir: pathlib.Path):
+  """(model, class names, training config) rebuilt from a trained workdir's own
+  config.json, so callers (the evaluate mode, SLI, attribution) need not repeat
+  the training flags."""
   missing = [f for f in (CLASSES_FILE, CONFIG_FILE) if not (workdir / f).exists()]
   if missing:
     raise FileNotFoundError(f"{workdir} holds no trained model ({', '.join(missing)} "
                             "missing): train first with --config.mode=train")
   class_names = json.loads((workdir / CLASSES_FILE).read_text())
   config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
-  model = build_model(config.model, len(class_names))
+  return build_model(config.model, len(class_names)), class_names, config
+
+
+def _restore(workdir: pathlib.Path, model, config, step: int | None = None):
   example = tokenize.tokenize_batch([pipeline.decode({"stroke3": [[0, 0, 1]], "label": 0}).sketch],
                                     [0], tokenize.TokenizerConfig())
-  params = trainer.restore_params(str(workdir), classification_objective(model), example,
-                                  config)
-  return model, params, class_names, config
+  return trainer.restore_params(str(workdir), classification_objective(model), example,
+                                config, step=step)
+
+
+def load_trained(workdir: str | pathlib.Path, step: int | None = None):
+  """(model, params, class names, training config) of a trained workdir, the
+  parameters of the checkpoint of `step` (default: the latest)."""
+  workdir = pathlib.Path(workdir)
+  model, class_names, config = _trained_model(workdir)
+  return model, _restore(workdir, model, config, step), class_names, config
+
+
+def learning_curve(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Top-1/top-5 of every kept checkpoint on the training run's own test split,
+  against the training drawings seen; learning_curve.json and .png in workdir."""
+  model, class_names, trained = _trained_model(workdir)
+  _, test_source, _ = load_sources(trained, workdir)
+  steps = trainer.checkpoint_steps(str(workdir))
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints")
+  objective, mesh = classification_objective(model), mesh_lib.make_mesh(config.mesh.fsdp)
+  rows = []
+  for step in steps:
+    batches = pipeline.eval_batches(test_source, global_batch_size=config.train.eval_batch_size,
+                                    tokenizer=tokenizer_config(trained))
+    metrics = trainer.evaluate(config, _restore(workdir, model, trained, step), objective,
+                               batches, mesh)
+    rows.append({"step": step, "drawings_seen": step * trained.train.batch_size, **metrics})
+    logging.info("step %d (%d drawings seen): top-1 %.4f, top-5 %.4f on %d test drawings",
+                 step, rows[-1]["drawings_seen"], metrics["top1"], metrics["top5"],
+                 metrics["count"])
+  result = {"workdir": str(workdir), "classes": len(class_names), "rows": rows}
+  if jax.process_index() == 0:
+    (workdir / "learning_curve.json").write_text(json.dumps(result, indent=1))
+    classify_figures.save_learning_curves({workdir.name: rows}, workdir / "learning_curve.png")
+  print(json.dumps(result))
+  return result
 
 
 def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
@@ -222,7 +261,7 @@ def evaluate_folder(config: ml_collections.ConfigDict, workdir: pathlib.Path) ->
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Entry point of the task: dispatches on `config.mode`."""
-  modes = {"train": train, "evaluate": evaluate_folder}
+  modes = {"train": train, "evaluate": evaluate_folder, "learning_curve": learning_curve}
   if config.mode not in modes:
     raise ValueError(f"unknown mode {config.mode!r}; expected one of {list(modes)}")
   if config.model.kind == "doodlenet":

@@ -59,6 +59,10 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    """The steps of the kept checkpoints, ascending."""
+    return sorted(self._manager.all_steps())
+
   def save(self, step: int, state: Any, data_iterator: Any | None) -> None:
     """Starts writing `state` (and the iterator position, when given) in the background.
 

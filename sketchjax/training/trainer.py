@@ -198,17 +198,24 @@ def evaluate(config: ml_collections.ConfigDict, params: Any, objective: Objectiv
 
 
 def restore_params(workdir: str, objective: Objective, example_batch: Batch,
-                   config: ml_collections.ConfigDict, mesh: Mesh | None = None) -> Any:
-  """Parameters of the latest checkpoint in workdir (for evaluation and inference);
-  (params, model_state) for a stateful objective."""
+                   config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+                   step: int | None = None) -> Any:
+  """Parameters of the checkpoint of `step` in workdir (default: the latest), for
+  evaluation and inference; (params, model_state) for a stateful objective."""
   mesh = mesh or mesh_lib.make_mesh(config.mesh.fsdp)
   tx = objective.make_optimizer(config)
   _, abstract, _ = _abstract_state(objective, tx, example_batch, config.seed, mesh)
   checkpointer = checkpoint_lib.Checkpointer(_checkpoint_dir(workdir),
                                              config.train.keep_checkpoints)
   try:
-    restored = checkpointer.restore_latest(abstract, data_iterator=None,
-                                           set_aside_unreadable=False)
+    if step is None:
+      restored = checkpointer.restore_latest(abstract, data_iterator=None,
+                                             set_aside_unreadable=False)
+    elif step in checkpointer.all_steps():
+      restored = step, checkpointer.restore(step, abstract, data_iterator=None)
+    else:
+      raise FileNotFoundError(f"no checkpoint of step {step} in {_checkpoint_dir(workdir)} "
+                              f"(kept: {checkpointer.all_steps()})")
   finally:
     checkpointer.close()
   if restored is None:
@@ -216,6 +223,14 @@ def restore_params(workdir: str, objective: Objective, example_batch: Batch,
   step, state = restored
   logging.info("restored parameters of step %d from %s", step, _checkpoint_dir(workdir))
   return state.eval_variables(objective)
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of the finished checkpoints in workdir, ascending (orbax renames a
+  step's folder to its number only when the write is complete)."""
+  directory = _checkpoint_dir(workdir)
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(name) for name in names if name.isdigit())
 
 
 def has_checkpoint(workdir: str) -> bool:
