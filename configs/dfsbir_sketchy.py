@@ -18,7 +18,8 @@ Variants (comma-separated): a split (category default, cross_pacs, quickdraw_pho
 teachers: nothing has seen our data), `inversion` (pixels optimised in place of
 the DCGAN estimators), `refine` (adversarial refinement of the pairs),
 `proxy_anchor` (main.py's student loss), the
-ablations `no_align`, `no_modal`, `no_adv`, the parity switches `official_queue`,
+ablations `no_align`, `no_modal`, `no_adv`, the paper's baselines `gaussian`, `unimodal`,
+`metadata`, `alternative` (dfsbir_config.baseline), the parity switches `official_queue`,
 `official_normalization`, `random_students`, and `smoke` (tests).
 """
 

@@ -42,7 +42,7 @@ from sketchjax.data.image_items import ImageItem
 from sketchjax.data.pipeline import process_batch_size
 
 Preprocess = Callable[[np.ndarray, str], np.ndarray]  # (uint8 [H,W,3], modality) -> [S,S,3]
-Pairing = Literal["instance", "class"]
+Pairing = Literal["instance", "class", "random"]
 
 
 class ImageSource(Protocol):
@@ -190,6 +190,16 @@ class _ClassPartner:
     return sketch, int(choices[rng.integers(len(choices))])
 
 
+@dataclasses.dataclass(frozen=True)
+class _AnyPartner:
+  """sketch index -> (sketch index, a photo drawn uniformly with the element's rng)."""
+
+  count: int
+
+  def __call__(self, sketch: int, rng: np.random.Generator) -> tuple[int, int]:
+    return sketch, int(rng.integers(self.count))
+
+
 def pair_train_iterator(photo_source, sketch_source, *, global_batch_size: int, seed: int,
                         preprocess: Preprocess, pairing: Pairing = "instance",
                         cache: bool = False) -> grain.DatasetIterator:
@@ -198,8 +208,9 @@ def pair_train_iterator(photo_source, sketch_source, *, global_batch_size: int, 
   An epoch is one pass over the sketches in a seeded order (a new order each
   epoch). Each sketch is paired with its own photo ("instance": same label
   and photo id) or with a photo of its class drawn with a generator seeded by
-  `seed` and the element's global position ("class"), so the pairs do not
-  depend on the number of processes.
+  `seed` and the element's global position ("class"), or with any photo drawn
+  the same way ("random": unpaired images, e.g. CrossX-DFL's alternative-data
+  baseline), so the pairs do not depend on the number of processes.
 
   Returns:
     batches {"sketch": float32 [b, S, S, 3], "photo": float32 [b, S, S, 3],
@@ -214,8 +225,10 @@ def pair_train_iterator(photo_source, sketch_source, *, global_batch_size: int, 
     ds = ds.map(lambda sketch: (sketch, int(partners[sketch])))
   elif pairing == "class":
     ds = ds.random_map(_ClassPartner(sketches.labels, _class_members(photos, sketches)))
+  elif pairing == "random":
+    ds = ds.random_map(_AnyPartner(len(photos)))
   else:
-    raise ValueError(f"pairing must be 'instance' or 'class', got {pairing!r}")
+    raise ValueError(f"pairing must be 'instance', 'class' or 'random', got {pairing!r}")
   ds = ds[jax.process_index()::jax.process_count()]
   sketch_pixels = _Pixels(sketches, preprocess, cache)
   photo_pixels = _Pixels(photos, preprocess, cache)

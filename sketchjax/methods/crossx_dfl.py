@@ -27,6 +27,19 @@ Which parts are whose:
                         directly, vmapped over classes) as another estimator,
                         and `refine_pairs` (adversarial refinement of the pairs
                         on the inputs) before the student step.
+
+The paper's baselines (spec 2.8), each a switch here (the paper names them in
+its table and says little more; the readings are ours, see each switch):
+  Gaussian prior      `Schedule.estimator="gaussian"`: no estimator, the students
+                      learn on Gaussian images, paired by their teachers' labels;
+  uni-modal           `Schedule.metric="distillation"` with L_align and L_modal off:
+    distillation      each student distilled from its own teacher (KL through the
+                      teacher's classifier), no pairing anywhere;
+  meta-data           `Weights.statistics` with the inversion estimator: inputs
+                      reconstructed from the teachers' layer statistics
+                      (DeepInversion; `feature_statistics.py`);
+  alternative data    `Schedule.estimator="real"`: real images of other classes,
+                      paired by their teachers' labels.
 """
 
 from __future__ import annotations
@@ -58,6 +71,7 @@ class Weights:
   modality: float = 1.0
   alignment: float = 1.0
   adversarial: float = 1.0
+  statistics: float = 0.0  # the meta-data baseline's feature-statistics loss (0: off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +86,9 @@ class Teachers:
   shared_photo, shared_sketch: int indices [K] of the classes the two teachers
     share, in each one's outputs (L_align compares those; all classes when the
     teachers agree).
+  photo_statistics, sketch_statistics: (constants, images) -> the teacher's
+    feature-statistics loss (`feature_statistics.feature_statistics_loss`), for
+    `Weights.statistics`; None without it.
   """
 
   photo: Frozen
@@ -81,6 +98,15 @@ class Teachers:
   sketch_proxies: Callable[[Any], tuple[jax.Array, jax.Array]] | None
   shared_photo: jax.Array | None = None
   shared_sketch: jax.Array | None = None
+  photo_statistics: Callable[[Any, jax.Array], jax.Array] | None = None
+  sketch_statistics: Callable[[Any, jax.Array], jax.Array] | None = None
+
+  def sketch_of_photo(self, num_classes: int) -> jax.Array:
+    """int [num_classes]: the sketch teacher's index of each photo-teacher class,
+    -1 where the sketch teacher does not know it."""
+    if self.shared_photo is None:
+      return jnp.arange(num_classes)
+    return jnp.full(num_classes, -1).at[self.shared_photo].set(self.shared_sketch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +173,12 @@ def estimator_loss(estimator_params: Any, estimator_state: Any, *, generate: Cal
   if weights.modality and teachers.modality is not None:
     terms["modality"] = losses.modality_loss(teachers.modality(constants, photos)[0][:, 0],
                                              teachers.modality(constants, sketches)[0][:, 0])
+  if weights.statistics:
+    if teachers.photo_statistics is None or teachers.sketch_statistics is None:
+      raise ValueError("Weights.statistics needs the teachers' feature statistics "
+                       "(Teachers.photo_statistics / sketch_statistics)")
+    terms["statistics"] = (teachers.photo_statistics(constants, photos) +
+                           teachers.sketch_statistics(constants, sketches))
   if weights.alignment:
     aligned = lambda logits, index: logits if index is None else logits[:, index]
     terms["alignment"] = losses.alignment_loss(aligned(photo_logits, teachers.shared_photo),
@@ -170,20 +202,56 @@ def estimator_loss(estimator_params: Any, estimator_state: Any, *, generate: Cal
   return total, (terms, new_state, (photos, sketches, photo_labels, sketch_labels))
 
 
+def distillation_loss(features: jax.Array, teacher_logits: jax.Array, kernel: jax.Array,
+                      bias: jax.Array) -> jax.Array:
+  """The uni-modal baseline's student loss (DAFL's distillation, T = 1):
+  mean_i KL(softmax(teacher_logits_i) || softmax(features_i @ kernel + bias)),
+  the student's un-normalised features [B, F] read by the teacher's own
+  classifier (kernel [F, C], bias [C]); teacher_logits [B, C] carry no gradient."""
+  target = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits), -1)
+  student = jax.nn.log_softmax(features @ kernel + bias, -1)
+  return jnp.mean(jnp.sum(jnp.exp(target) * (target - student), -1))
+
+
+def pair_by_labels(rng: jax.Array, photo_labels: jax.Array, sketch_labels: jax.Array,
+                   sketch_of_photo: jax.Array) -> jax.Array:
+  """For images that come unpaired (the Gaussian-prior and alternative-data
+  baselines; ours): int [B], for each photo a sketch of the batch whose
+  teacher label is the photo's (drawn uniformly among them, with replacement),
+  or a sketch drawn uniformly where none is. photo_labels [B], sketch_labels
+  [B'] (each in its teacher's classes), sketch_of_photo [C_p] (-1: unknown)."""
+  wanted = sketch_of_photo[photo_labels]  # [B]
+  same = (sketch_labels[None, :] == wanted[:, None]) & (wanted[:, None] >= 0)  # [B, B']
+  score = same + jax.random.uniform(rng, same.shape, maxval=0.5)
+  return jnp.argmax(score, axis=-1)
+
+
 def student_loss(student_params: Any, student_state: Any, *, students: Students,
                  pairs: tuple, teachers: Teachers, constants: Any, queues: losses.Queues,
                  metric: str, temperature: float) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
-  """L_metric of the student step on generated pairs (no gradient to the estimators).
+  """L_metric of the student step on generated pairs (no gradient to the estimators):
+  `metric` "info_nce" (vanilla.py), "proxy_anchor" (main.py) or "distillation"
+  (the uni-modal baseline: `distillation_loss` per modality, no pairing).
 
   Returns (loss, (metrics, new student state, (photo, sketch) embeddings)).
   """
   photos, sketches, photo_labels, sketch_labels = jax.tree.map(jax.lax.stop_gradient, pairs)
   variables = {"params": student_params, **student_state}
   prepare = lambda x: students.input_transform(resize(x, students.image_size))
-  (photo, _), variables = students.encode(variables, "photo", prepare(photos), train=True)
-  (sketch, _), variables = students.encode(variables, "sketch", prepare(sketches), train=True)
+  (photo, photo_features), variables = students.encode(variables, "photo", prepare(photos),
+                                                       train=True)
+  (sketch, sketch_features), variables = students.encode(variables, "sketch",
+                                                         prepare(sketches), train=True)
   new_state = {k: v for k, v in variables.items() if k != "params"}
-  if metric == "info_nce":
+  if metric == "distillation":
+    if teachers.photo_proxies is None or teachers.sketch_proxies is None:
+      raise ValueError("distillation students need both teachers' classifiers, with the "
+                       "students' feature width")
+    loss = (distillation_loss(photo_features, teachers.photo(constants, photos)[0],
+                              *teachers.photo_proxies(constants)) +
+            distillation_loss(sketch_features, teachers.sketch(constants, sketches)[0],
+                              *teachers.sketch_proxies(constants)))
+  elif metric == "info_nce":
     loss = losses.queue_info_nce(photo, sketch, queues, temperature)
   elif metric == "proxy_anchor":
     if teachers.photo_proxies is None or teachers.sketch_proxies is None:
@@ -194,7 +262,8 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
     loss = (losses.proxy_anchor_loss(photo, photo_labels, kernel_p.T) +
             losses.proxy_anchor_loss(sketch, sketch_labels, kernel_s.T))
   else:
-    raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce' or 'proxy_anchor'")
+    raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce', "
+                     "'proxy_anchor' or 'distillation'")
   metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1))}
   return loss, (metrics, new_state, (photo, sketch))
 
@@ -211,6 +280,13 @@ class Schedule:
     for `estimator_steps` steps; the DCGAN parameters are then unused).
   refine_steps, refine_step_size: ours, `refine_pairs` on the pairs the
     students learn from (0: off).
+  The baselines' sources (no estimator; `estimator_steps` unused):
+    "gaussian"  the Gaussian prior: photos and sketches drawn independently,
+                N(0, gaussian_std^2) per pixel clipped to [-1, 1], of side
+                `gaussian_size` (the estimators' output side), each labelled by
+                its teacher and paired by those labels (`pair_by_labels`);
+    "real"      alternative data: the real photos and sketches `period_update`
+                is given (other classes), labelled and paired the same way.
   """
 
   estimator_steps: int
@@ -224,6 +300,26 @@ class Schedule:
   inversion_learning_rate: float = 0.05
   refine_steps: int = 0
   refine_step_size: float = 0.02
+  gaussian_size: int = 32
+  gaussian_std: float = 0.5
+
+
+ESTIMATORS = ("dcgan", "inversion", "gaussian", "real")
+
+
+def labelled_pairs(rng: jax.Array, photos: jax.Array, sketches: jax.Array, constants: Any,
+                   teachers: Teachers) -> tuple[tuple, dict]:
+  """Unpaired photos [B, S, S, 3] and sketches [B, S', S', 3] -> (photos, the
+  sketch of each photo by `pair_by_labels`, photo labels, sketch labels) and
+  {"distinct_photo_labels": number of classes among the photo labels}."""
+  photo_logits = teachers.photo(constants, photos)[0]
+  photo_labels = jnp.argmax(photo_logits, -1)
+  sketch_labels = jnp.argmax(teachers.sketch(constants, sketches)[0], -1)
+  partner = pair_by_labels(rng, photo_labels, sketch_labels,
+                           teachers.sketch_of_photo(photo_logits.shape[-1]))
+  distinct = jnp.sum(jnp.any(jax.nn.one_hot(photo_labels, photo_logits.shape[-1]) > 0, 0))
+  return ((photos, sketches[partner], photo_labels, sketch_labels[partner]),
+          {"distinct_photo_labels": distinct.astype(jnp.float32)})
 
 
 def invert_pairs(rng: jax.Array, constants: Any, *, teachers: Teachers, students: Students,
@@ -239,10 +335,7 @@ def invert_pairs(rng: jax.Array, constants: Any, *, teachers: Teachers, students
   Returns ((photos, sketches, photo labels, sketch labels), metrics), the images
   [num_classes * per_class, size, size, 3].
   """
-  sketch_of_photo = jnp.arange(num_classes)
-  if teachers.shared_photo is not None:
-    sketch_of_photo = jnp.full(num_classes, -1).at[teachers.shared_photo].set(
-        teachers.shared_sketch)
+  sketch_of_photo = teachers.sketch_of_photo(num_classes)
   optimizer = optax.adam(learning_rate)
 
   def one_class(target: jax.Array, key: jax.Array):
@@ -326,12 +419,14 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
                   constants: Any, *, generate: Callable, teachers: Teachers,
                   students: Students, weights: Weights, schedule: Schedule,
                   optimizers: dict[str, optax.GradientTransformation],
-                  shard: Callable[[jax.Array], jax.Array] = lambda x: x
+                  shard: Callable[[jax.Array], jax.Array] = lambda x: x,
+                  real: tuple[jax.Array, jax.Array] | None = None
                   ) -> tuple[dict, dict, dict, dict]:
   """One schedule period. params {"estimators", "students"}; model_state
   {"estimators", "students", "queues"}; opt_state per group; `shard` places the
-  noise batch on the devices (a sharding constraint). Returns the updated
-  (params, model_state, opt_state, metrics)."""
+  noise batch on the devices (a sharding constraint); `real` (photos, sketches)
+  [B, S, S, 3] in [-1, 1] for `schedule.estimator == "real"`. Returns the
+  updated (params, model_state, opt_state, metrics)."""
   student_variables = {"params": params["students"], **model_state["students"]}
 
   def estimator_step(carry, index):
@@ -363,8 +458,19 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
         student_variables=student_variables, weights=weights, num_classes=num_classes,
         per_class=max(1, schedule.batch_size // num_classes), size=schedule.inversion_size,
         steps=schedule.estimator_steps, learning_rate=schedule.inversion_learning_rate)
+  elif schedule.estimator in ("gaussian", "real"):
+    pair_rng, draw_rng = jax.random.split(rng)
+    if schedule.estimator == "gaussian":
+      shape = (schedule.batch_size, schedule.gaussian_size, schedule.gaussian_size, 3)
+      photos, sketches = (shard(jnp.clip(schedule.gaussian_std * jax.random.normal(k, shape),
+                                         -1.0, 1.0)) for k in jax.random.split(draw_rng))
+    elif real is None:
+      raise ValueError("estimator 'real' (alternative data) needs the real images")
+    else:
+      photos, sketches = real
+    last_pairs, per_step = labelled_pairs(pair_rng, photos, sketches, constants, teachers)
   else:
-    raise ValueError(f"unknown estimator {schedule.estimator!r}; expected 'dcgan' or 'inversion'")
+    raise ValueError(f"unknown estimator {schedule.estimator!r}; expected one of {ESTIMATORS}")
   est_params, est_state, est_opt = carry
   if schedule.refine_steps:
     photos, sketches = refine_pairs(

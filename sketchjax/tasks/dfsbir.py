@@ -6,7 +6,9 @@ Modes (`config.mode`):
     own workdir; its accuracy on the test side at every eval.
   train: the estimators and the student encoders from the teachers of
     `config.teachers` alone (no real image is read but the test set, for the
-    evaluation); retrieval metrics of the real test set at every eval; at the
+    evaluation; the meta-data baseline records the teachers' layer statistics
+    on their training images, the alternative-data baseline reads images of
+    other classes); retrieval metrics of the real test set at every eval; at the
     end `map_by_step.png`, `retrieval.png` and, with the DCGAN estimators,
     `reconstructions.png` (estimator pairs per class from shared noise).
   evaluate_teachers: the "classifier only" baseline: test sketches and photos
@@ -16,9 +18,11 @@ Results of evaluate_teachers go to `<workdir>/eval_teachers_<split>.json`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
+from typing import Sequence
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -27,8 +31,11 @@ import ml_collections
 import numpy as np
 import optax
 
+from sketchjax.data import image_items
 from sketchjax.data import image_pipeline
 from sketchjax.data import pipeline
+from sketchjax.data import sbir_splits
+from sketchjax.data.formats import image_folders
 from sketchjax.methods import crossx_dfl
 from sketchjax.methods import dfsbir_losses
 from sketchjax.models import dcgan
@@ -194,33 +201,97 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
 
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
                                activation=dfl.activation, modality=dfl.modality,
-                               alignment=dfl.alignment, adversarial=dfl.adversarial)
+                               alignment=dfl.alignment, adversarial=dfl.adversarial,
+                               statistics=dfl.statistics)
   schedule = crossx_dfl.Schedule(
       estimator_steps=dfl.estimator_steps, batch_size=dfl.batch_size,
       latent_dim=config.estimator.latent_dim, metric=dfl.metric, temperature=dfl.temperature,
       official_queue=dfl.official_queue, estimator=dfl.estimator,
       inversion_size=dfl.inversion_size, inversion_learning_rate=dfl.inversion_learning_rate,
-      refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size)
+      refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size,
+      gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):
-    del batch  # Only its size: the noise is drawn from rng.
+    # Only the batch's size, but for the alternative-data baseline (real images).
+    real = (batch["photo"], batch["sketch"]) if dfl.estimator == "real" else None
     return crossx_dfl.period_update(
         params, model_state, opt_state, rng, constants, generate=generate_fn(estimator),
         teachers=teachers, students=students_of(students, config), weights=weights,
         schedule=schedule, optimizers=optimizers,
-        shard=lambda x: jax.lax.with_sharding_constraint(x, noise_sharding))
+        shard=lambda x: jax.lax.with_sharding_constraint(x, noise_sharding), real=real)
 
   return trainer.Objective(init=init, loss=None, evaluate=None, stateful=True, update=update,
                            optimizer=crossx_dfl.two_group_optimizer(optimizers),
                            constants=constants)
 
 
+def alternative_classes(config: ml_collections.ConfigDict,
+                        retrieval_classes: Sequence[str]) -> list[str]:
+  """`dfl.alternative_classes`, or the first `dfl.alternative_count` Sketchy
+  classes (sorted) with QuickDraw drawings that are not retrieval classes."""
+  if config.dfl.alternative_classes:
+    chosen = config.dfl.alternative_classes.split(",")
+  else:
+    sketchy = {p.name for p in (pathlib.Path(config.data.dir) / "sketchy" / "photo").iterdir()}
+    chosen = sorted(set(sbir_splits.QUICKDRAW_TO_SKETCHY.values()) & sketchy)
+    chosen = [c for c in chosen if c not in retrieval_classes][:config.dfl.alternative_count]
+  overlap = sorted(set(chosen) & set(retrieval_classes))
+  if overlap:
+    raise ValueError(f"dfl.alternative_classes {overlap} are retrieval classes: the "
+                     "alternative data must come from other classes")
+  return chosen
+
+
+def alternative_sources(config: ml_collections.ConfigDict, retrieval_classes: Sequence[str]
+                        ) -> tuple[image_pipeline.ItemSource, image_pipeline.ItemSource]:
+  """The alternative-data baseline's real images (ours: the paper says "other
+  data"): Sketchy photos and QuickDraw drawings (simplified, rendered) of
+  classes that are not retrieval classes, `dfl.alternative_per_class` of each
+  a class; their own labels are never used."""
+  classes = alternative_classes(config, retrieval_classes)
+  data = pathlib.Path(config.data.dir)
+  photos = [item for c in classes
+            for item in sorted((data / "sketchy" / "photo" / c).iterdir())[
+                :config.dfl.alternative_per_class]]
+  photos = [image_items.ImageItem(str(p), p.parent.name, "photo") for p in photos]
+  to_quickdraw = {s: q for q, s in sbir_splits.QUICKDRAW_TO_SKETCHY.items() if s in classes}
+  drawings = image_folders.read_quickdraw_drawings(
+      data / "quickdraw" / "simplified", sorted(to_quickdraw.values()),
+      max_per_class=config.dfl.alternative_per_class)
+  drawings = [dataclasses.replace(d, label=sbir_splits.QUICKDRAW_TO_SKETCHY[d.label])
+              for d in drawings]
+  missing = sorted(set(classes) - {d.label for d in drawings})
+  if missing:
+    raise ValueError(f"no QuickDraw drawings of the alternative classes {missing} under "
+                     f"{data / 'quickdraw' / 'simplified'}")
+  return (image_pipeline.ItemSource(photos, classes),
+          image_pipeline.ItemSource(drawings, classes))
+
+
+def _training_images(split: sbir_splits.SbirSplit, config: ml_collections.ConfigDict
+                     ) -> dict[str, np.ndarray]:
+  """{"photo", "sketch": float32 [N, S, S, 3]}: the split's training images (the
+  teachers' own), for the meta-data baseline's recorded statistics."""
+  preprocess = sbir.preprocess_of(config)
+  out = {}
+  for modality, items in (("photo", split.train.photos), ("sketch", split.train.sketches)):
+    batches = image_pipeline.image_eval_batches(
+        image_pipeline.ItemSource(items, split.train.classes),
+        global_batch_size=config.train.eval_batch_size, preprocess=preprocess)
+    out[modality] = np.concatenate([b["image"][b["weight"] > 0] for b in batches])
+  return out
+
+
 def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """CrossX-DFL from the teachers; retrieval on the real test set."""
+  """CrossX-DFL (or one of the paper's baselines) from the teachers; retrieval
+  on the real test set."""
   split = sbir.load_split(config)
   _write_config(workdir, config)
   teachers, constants = dfsbir_teachers.load_teachers(config, split.train.classes)
+  if config.dfl.statistics:
+    teachers, constants = dfsbir_teachers.with_statistics(teachers, constants,
+                                                          _training_images(split, config))
   mesh = mesh_lib.make_mesh(config.mesh.fsdp)
   students = build_students(config)
   objective = dfl_objective(config, teachers, constants, students, mesh)
@@ -232,8 +303,14 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   def custom_eval(variables) -> dict[str, float]:
     return sbir.evaluate_split(students, student_variables(variables), split, config, mesh)
 
-  metrics = trainer.train_and_evaluate(config, str(workdir), objective,
-                                       NoiseBatches(config.dfl.batch_size), None, mesh=mesh,
+  if config.dfl.estimator == "real":
+    batches = image_pipeline.pair_train_iterator(
+        *alternative_sources(config, split.test.classes),
+        global_batch_size=config.dfl.batch_size, seed=config.seed,
+        preprocess=sbir.preprocess_of(config), pairing="random", cache=config.data.cache_images)
+  else:
+    batches = NoiseBatches(config.dfl.batch_size)
+  metrics = trainer.train_and_evaluate(config, str(workdir), objective, batches, None, mesh=mesh,
                                        custom_eval=custom_eval)
   params, state = trainer.restore_params(str(workdir), objective,
                                          next(NoiseBatches(config.dfl.batch_size)), config, mesh)

@@ -68,6 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.dfl.inversion_learning_rate = 0.05  # inversion: Adam on the pixels
   c.dfl.refine_steps = 0  # ours: adversarial refinement steps on the pairs (0 = off)
   c.dfl.refine_step_size = 0.02  # per step, in [-1, 1] pixel units
+  # The paper's baselines (spec 2.8; variants gaussian, unimodal, metadata, alternative):
+  c.dfl.statistics = 0.0  # meta-data: weight of the teachers' feature-statistics loss
+  c.dfl.gaussian_std = 0.5  # gaussian: pixel std before clipping to [-1, 1]
+  c.dfl.alternative_classes = ""  # alternative: other classes ("" = the first few known)
+  c.dfl.alternative_count = 20  # alternative: how many classes when not named
+  c.dfl.alternative_per_class = 20  # alternative: photos and drawings a class
   c.dfl.estimator_learning_rate = 1e-5  # SGD momentum 0.9, constant (official)
   c.dfl.student_learning_rate = 1e-5  # SGD momentum 0.9, cosine over the periods (official)
 
@@ -110,8 +116,39 @@ def external(c: ml_collections.ConfigDict) -> None:
   c.teachers.modality = ""
 
 
-VARIANTS = ("smoke", "official", "external", "inversion", "refine", "proxy_anchor", "no_align", "no_modal", "no_adv",
-            "official_queue", "official_normalization", "random_students")
+def baseline(c: ml_collections.ConfigDict, name: str) -> None:
+  """The paper's baselines (spec 2.8) at the run's budget; the same students,
+  student step and schedule as CrossX-DFL, only the source of their pairs (or
+  their loss) changed:
+    gaussian     Gaussian images (no estimator), paired by their teachers' labels;
+    unimodal     each student distilled from its own teacher, no L_align, no
+                 L_modal, no pairing (the estimators still share the noise, which
+                 without a cross-modal term changes nothing);
+    metadata     the inversion estimator (pixels optimised per class) on the
+                 teachers' feature statistics and the class target, without the
+                 CrossX-DFL terms (L_a, L_modal, L_align, L_adv): DeepInversion;
+    alternative  real Sketchy photos and QuickDraw drawings of other classes,
+                 paired by their teachers' labels.
+  """
+  if name == "gaussian":
+    c.dfl.estimator = "gaussian"
+  elif name == "unimodal":
+    c.dfl.metric = "distillation"
+    c.dfl.alignment = c.dfl.modality = 0.0
+  elif name == "metadata":
+    c.dfl.estimator = "inversion"
+    c.dfl.statistics = 1.0
+    c.dfl.activation = c.dfl.modality = c.dfl.alignment = c.dfl.adversarial = 0.0
+  elif name == "alternative":
+    c.dfl.estimator = "real"
+  else:
+    raise ValueError(f"unknown baseline {name!r}")
+
+
+BASELINES = ("gaussian", "unimodal", "metadata", "alternative")
+VARIANTS = ("smoke", "official", "external", "inversion", "refine", "proxy_anchor", "no_align",
+            "no_modal", "no_adv", "official_queue", "official_normalization", "random_students",
+            *BASELINES)
 
 
 def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
@@ -143,6 +180,8 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
       c.students.official_normalization = True
     elif variant == "random_students":
       c.students.pretrained = ""
+    elif variant in BASELINES:
+      baseline(c, variant)
     else:
       raise ValueError(f"unknown variant {variant!r}; expected a comma-separated list of "
                        f"{sorted([*VARIANTS, *sbir_config.SPLIT_VARIANTS])}")

@@ -21,10 +21,16 @@ Or a teacher nobody trained on our data (the fully data-free setting):
 The two teachers may know different classes (partial overlap): L_align
 compares the classes they share, each pseudo-label lives in its teacher's
 own classes.
+
+`with_statistics` gives the teachers the feature-statistics loss of the
+meta-data baseline (`feature_statistics.py`): against their BatchNorm running
+statistics, or, for BN-folded teachers, against statistics recorded once on
+their training images (the meta-data a teacher would ship with).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 from typing import Any, Callable, NamedTuple, Sequence
@@ -39,6 +45,7 @@ from sketchjax.data import image_pipeline
 from sketchjax.data import imagenet_classes
 from sketchjax.data import sbir_splits
 from sketchjax.methods import crossx_dfl
+from sketchjax.methods import feature_statistics
 from sketchjax.models import doodlenet
 from sketchjax.models import encoders
 from sketchjax.models import mobilenet_v2
@@ -249,3 +256,27 @@ def load_teachers(config: ml_collections.ConfigDict, classes: Sequence[str]
       shared_sketch=None if photo.classes == sketch.classes else
       jnp.asarray([sketch.classes.index(c) for c in shared]))
   return teachers, {name: t.variables for name, t in loaded.items()}
+
+
+def with_statistics(teachers: crossx_dfl.Teachers, constants: dict,
+                    training_images: dict[str, np.ndarray]
+                    ) -> tuple[crossx_dfl.Teachers, dict]:
+  """`teachers` with photo_statistics / sketch_statistics, and `constants` with
+  the reference statistics under "statistics" (those of the BN-free teachers,
+  recorded here on `training_images` {"photo", "sketch": float32 [N, S, S, 3]
+  in [-1, 1]}, each modality's on its own teacher; BN teachers use their
+  running statistics and need none)."""
+  reference = {}
+  for modality, frozen in (("photo", teachers.photo), ("sketch", teachers.sketch)):
+    _, batch, running = jax.jit(lambda c, x, f=frozen: feature_statistics.record(f, c, x))(
+        constants, jnp.asarray(training_images[modality]))
+    if running is None:
+      reference[modality] = jax.device_get(batch)
+
+  def loss_of(modality: str, frozen: crossx_dfl.Frozen):
+    return lambda c, images: feature_statistics.feature_statistics_loss(
+        frozen, c, images, reference=c["statistics"].get(modality))
+
+  teachers = dataclasses.replace(teachers, photo_statistics=loss_of("photo", teachers.photo),
+                                 sketch_statistics=loss_of("sketch", teachers.sketch))
+  return teachers, {**constants, "statistics": reference}
