@@ -3,6 +3,8 @@
   python -m sketchjax.main --config=configs/zse_sketchy.py --workdir=workdirs/zse_zs25
   # Ours-Ret and Ours-RN (every pair, exact) of the trained model:
   python -m sketchjax.main --config=configs/zse_sketchy.py --config.mode=evaluate --workdir=workdirs/zse_zs25
+  # its token correspondences, patch replacement and retrieve figures (workdirs/zse_zs25/explain):
+  python -m sketchjax.main --config=configs/zse_sketchy.py --config.mode=explain --workdir=workdirs/zse_zs25
 
 Default: the CPU size `zse_mobilenet` (ImageNet MobileNetV2 tokens, frozen body) at 128 px.
 Variants, comma-separated: `vit_b16` (the official network at 224; give a ViT-B/16 file in
@@ -51,6 +53,14 @@ def get_config(arg: str | None = None):
   c.train.select_on = "unseen"  # "unseen" (the code's: test classes, leakage) | "seen_heldout"
   c.train.heldout_fraction = 0.2  # seen_heldout: share of each seen class's photo ids held out
   c.train.select_metric = "map_all"  # eval metric the best step maximises (e.g. "rn_map_all")
+  c.explain = sbir_config.ml_collections.ConfigDict()  # mode=explain (tasks/zse_explanations.py)
+  c.explain.stats_queries = 50  # candidates: every (Nq // n)-th test sketch; statistics of top-1
+  c.explain.num_queries = 4  # the first candidates drawn (patch replacement, retrieve figures)
+  c.explain.pairs_per_kind = 2  # correspondence figure: the first hits and misses (top-1)
+  c.explain.top_k = 5  # photos of a retrieve figure
+  c.explain.lines = 6  # strongest matches drawn (and counted in the statistics)
+  c.explain.similarity = "sa_cosine"  # patch replacement by "sa_cosine" | "ca_attention"
+  c.explain.ranking = "ret"  # top photos by "ret" (SA [Ret] cosine) | "rn" (exact RN logit)
   for variant in filter(None, (arg or "").split(",")):
     if variant in sbir_config.SPLIT_VARIANTS:
       c.data.split = sbir_config.SPLIT_VARIANTS[variant]
@@ -68,6 +78,7 @@ def get_config(arg: str | None = None):
       c.data.image_size = 64
       c.data.classes = "airplane,cat,dog,horse,zebra,cup,swan,harp"
       sbir_config.smoke_schedule(c)
+      c.explain.stats_queries, c.explain.num_queries, c.explain.top_k = 6, 1, 3
     else:
       raise ValueError(f"unknown variant {variant!r}; expected a comma-separated list of "
                        "vit_b16, small, official_sampler, figure, vit_ret, smoke and splits "

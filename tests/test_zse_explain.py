@@ -115,6 +115,25 @@ def test_ink_cells():
   np.testing.assert_array_equal(zse_explain.ink_cells(sketch, 2), [[False, False, True, False]])
 
 
+def test_pair_statistics_by_hand():
+  # 2 x 2 grid: ink in sketch cells 0 and 3; the central block of a 2 x 2 grid is cell 0.
+  sketch = np.ones((1, 4, 4, 3), np.float32)
+  sketch[0, 0, 0] = sketch[0, 3, 3] = -1
+  cells = np.array([[0, 1, 2, 3]])
+  explanation = {"ca_sketch_query": cells, "ca_sketch_key": np.array([[0, 0, 1, 3]]),
+                 "ca_sketch_weight": np.array([[0.4, 0.3, 0.2, 0.1]]),
+                 "ca_photo_query": cells, "ca_photo_key": np.array([[0, 2, 2, 3]]),
+                 "synthesis_source": cells, "sketch_kept": cells}
+  stats = zse_explain.pair_statistics(explanation, sketch, 2, lines=2)
+  expected = {"ca_sketch_ink": 0.5, "ca_photo_central": 1.0, "ca_reverse_ink": 0.5,
+              "ink_share": 0.5, "central_share": 0.25, "ca_mutual": 0.75, "ca_distinct": 0.75,
+              "ca_weight": 0.35, "synthesis_central": 0.25, "synthesis_ink_central": 0.5,
+              "synthesis_blank_central": 0.0}
+  assert set(stats) == set(expected)
+  for key, value in expected.items():
+    np.testing.assert_allclose(stats[key], [value], err_msg=key)
+
+
 @pytest.fixture(scope="module")
 def small_model():
   model = zse_sbir.zse_small(image_size=64, dropout=0.0)
@@ -161,3 +180,36 @@ def test_explainer_same_image_replaces_each_patch_by_itself(small_model):
 def test_explainer_rejects_unknown_similarity(small_model):
   with pytest.raises(ValueError, match="similarity"):
     zse_explain.explainer(small_model[0], similarity="dot")
+
+
+def _config(arg):
+  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def test_explain_mode_end_to_end(tmp_path):
+  need(SHARED_DATA / "sketchy")
+  from sketchjax.tasks import zse
+  config = _config("smoke")
+  config.data.dir = str(SHARED_DATA)
+  config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 2
+  zse.run(config, str(tmp_path))
+  config.mode = "explain"
+  result = zse.run(config, str(tmp_path))
+  out = tmp_path / "explain"
+  saved = json.loads((out / "explain.json").read_text())
+  assert saved["query_choice"] == "every 20-th of 125 test sketches in split order"
+  assert len(saved["queries"]) == 6 and all(len(q["top"]) == 3 for q in saved["queries"])
+  stats = saved["statistics_top1"]
+  assert stats["hits"]["pairs"] + stats["misses"]["pairs"] == stats["all"]["pairs"] == 6
+  assert saved["top1_hit_rate"] == pytest.approx(stats["hits"]["pairs"] / 6)
+  first = saved["queries"][0]["top"][0]
+  assert len(first["ca_sketch_to_photo"]["key"]) == 4  # 64 px: a 2 x 2 token grid
+  assert first["rank_score"] == pytest.approx(first["ret_cosine"], abs=1e-5)  # ranked by Ret
+  ranked = [t["rank_score"] for t in saved["queries"][0]["top"]]
+  assert ranked == sorted(ranked, reverse=True)
+  assert {pathlib.Path(f).name for f in result["figures"]} >= {"patch_replacement.png",
+                                                              "retrieve_0.png"}
+  assert all(pathlib.Path(f).stat().st_size > 1000 for f in result["figures"])

@@ -250,3 +250,51 @@ def central_cells(grid: int) -> np.ndarray:
   rows = np.arange(grid)
   inside = (rows >= lo) & (rows < lo + half)
   return (inside[:, None] & inside[None, :]).reshape(-1)
+
+
+def pair_statistics(explanation: dict, sketch_images: np.ndarray, grid: int,
+                    lines: int) -> dict[str, np.ndarray]:
+  """Where the correspondences of explained pairs land (ours; numpy, per pair float64[B]).
+
+  explanation: an `explainer` output (numpy) of B pairs; sketch_images [B, S, S, 3] in
+  [-1, 1]; `lines` the strongest sketch -> photo CA matches counted (those a figure draws).
+  "on object" is proxied by sketch cells holding ink (`ink_cells`) and photo cells in the
+  central block (`central_cells`, for object-centred photos):
+    ca_sketch_ink: share of the `lines` strongest sketch -> photo matches leaving an ink cell;
+    ca_photo_central: share of them landing on a central photo cell (chance: central share);
+    ca_reverse_ink: share of all photo -> sketch matches landing on an ink cell;
+    ink_share: share of the sketch's cells with ink (chance level of the two ink shares);
+    central_share: share of central cells;
+    ca_mutual: share of sketch tokens whose match matches back (s -> p -> s);
+    ca_distinct: distinct photo cells among all sketch tokens' matches over their number;
+    ca_weight: mean weight of the `lines` strongest matches;
+    synthesis_central: share of synthesised cells taken from central photo cells;
+    synthesis_ink_central, synthesis_blank_central: the same over the sketch's ink cells and
+      over its blank cells (NaN where it has none).
+  """
+  ink = ink_cells(sketch_images, grid)
+  central = central_cells(grid)
+  weight = explanation["ca_sketch_weight"]
+  order = np.argsort(-weight, axis=-1, kind="stable")[:, :lines]
+  query = np.take_along_axis(explanation["ca_sketch_query"], order, -1)
+  key = np.take_along_axis(explanation["ca_sketch_key"], order, -1)
+  rows = np.arange(len(weight))[:, None]
+  # reverse[b, g]: the sketch cell that photo cell g's token matches (-1: dropped token).
+  reverse = np.full((len(weight), grid * grid), -1)
+  reverse[rows, explanation["ca_photo_query"]] = explanation["ca_photo_key"]
+  back = reverse[rows, explanation["ca_sketch_key"]]
+  distinct = [len(np.unique(k)) / len(k) for k in explanation["ca_sketch_key"]]
+  from_central = central[explanation["synthesis_source"]]
+  on_ink = ink[rows, explanation["sketch_kept"]]
+  with np.errstate(invalid="ignore"):  # 0/0: a sketch without blank (or ink) cells
+    ink_central = (from_central * on_ink).sum(-1) / on_ink.sum(-1)
+    blank_central = (from_central * ~on_ink).sum(-1) / (~on_ink).sum(-1)
+  return {"ca_sketch_ink": ink[rows, query].mean(-1),
+          "ca_photo_central": central[key].mean(-1),
+          "ca_reverse_ink": ink[rows, explanation["ca_photo_key"]].mean(-1),
+          "ink_share": ink.mean(-1), "central_share": np.full(len(weight), central.mean()),
+          "ca_mutual": (back == explanation["ca_sketch_query"]).mean(-1),
+          "ca_distinct": np.asarray(distinct),
+          "ca_weight": np.take_along_axis(weight, order, -1).mean(-1),
+          "synthesis_central": from_central.mean(-1), "synthesis_ink_central": ink_central,
+          "synthesis_blank_central": blank_central}

@@ -16,6 +16,10 @@
     to `<workdir>/best.json` (kept across resumes).
   evaluate: a trained workdir (`eval.checkpoint`: "latest" or "best") on
     `config.data.split`'s test set, to `<workdir>/eval_<split>.json`.
+  explain: the same trained workdir's token correspondences (cross-attention and
+    kernel matches), patch-replacement synthesis and retrieve figures on the
+    split's test set (`zse_explanations`, `explain.*`), to `<workdir>/explain/`
+    (PNGs and `explain.json`: pair scores, matched token indices, statistics).
 
 Rankings of the test sketches against the test photos (`methods/zse_ranking.py`):
   (no prefix)  Ours-Ret: `eval.ret_token="sa"` the L2-normalised self-attention
@@ -59,6 +63,7 @@ from sketchjax.methods import zse_ranking
 from sketchjax.models import encoders
 from sketchjax.models import zse_sbir
 from sketchjax.tasks import sbir
+from sketchjax.tasks import zse_explanations
 from sketchjax.training import mesh as mesh_lib
 from sketchjax.training import trainer
 
@@ -328,8 +333,10 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
       custom_eval=custom_eval, on_eval=keeper)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
-  """Every ranking of the workdir's latest (or best) parameters on the split's test set."""
+def _load_trained(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  """(the trained config with `config`'s split, classes and eval, the model, its latest or
+  best parameters (`eval.checkpoint`), a label of the checkpoint, the mesh, the classes the
+  model was trained on)."""
   if not (workdir / sbir.CONFIG_FILE).exists():
     raise FileNotFoundError(f"{workdir} holds no trained ZSE-SBIR model ({sbir.CONFIG_FILE} "
                             "missing): train first")
@@ -338,8 +345,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   seen_classes = sbir.load_split(trained).train.classes
   trained.data.split, trained.data.classes, trained.eval = (config.data.split,
                                                             config.data.classes, config.eval)
-  # eval.rn is training's; evaluate scores RN unless told not to or untrained (ViT-Ret).
-  trained.eval.rn = config.eval.evaluate_rn and trained.loss.get("kind", "zse") == "zse"
   mesh = mesh_lib.make_mesh(trained.mesh.fsdp)
   model = build_model(trained)
   example = {k: np.zeros((jax.device_count(), trained.data.image_size,
@@ -355,6 +360,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   elif config.eval.checkpoint != "latest":
     raise ValueError(f"eval.checkpoint must be 'latest' or 'best', got "
                      f"{config.eval.checkpoint!r}")
+  return trained, model, params, checkpoint, mesh, seen_classes
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Every ranking of the workdir's latest (or best) parameters on the split's test set."""
+  trained, model, params, checkpoint, mesh, seen_classes = _load_trained(config, workdir)
+  # eval.rn is training's; evaluate scores RN unless told not to or untrained (ViT-Ret).
+  trained.eval.rn = config.eval.evaluate_rn and trained.loss.get("kind", "zse") == "zse"
   result = {"split": config.data.split, "classes": config.data.classes, "checkpoint": checkpoint,
             **test_metrics(model, params, sbir.load_split(trained), trained, mesh,
                            seen_classes)}
@@ -365,9 +378,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   return result
 
 
+def explain(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
+  """Token correspondences, patch replacement and retrieve figures of the trained model on the
+  split's test set (`zse_explanations`), to `<workdir>/explain/`, with `explain.json`."""
+  trained, model, params, checkpoint, mesh, _ = _load_trained(config, workdir)
+  trained.explain = config.explain
+  out_dir = workdir / "explain"
+  result = {"split": config.data.split, "checkpoint": checkpoint,
+            **zse_explanations.run_explain(model, params, sbir.load_split(trained), trained,
+                                           mesh, out_dir)}
+  if jax.process_index() == 0:
+    (out_dir / "explain.json").write_text(json.dumps(result, indent=1))
+  print(json.dumps({k: v for k, v in result.items() if k != "queries"}))
+  return result
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Entry point of the task: dispatches on `config.mode`."""
-  modes = {"train": train, "evaluate": evaluate}
+  modes = {"train": train, "evaluate": evaluate, "explain": explain}
   if config.mode not in modes:
     raise ValueError(f"unknown mode {config.mode!r}; expected one of {list(modes)}")
   return modes[config.mode](config, pathlib.Path(workdir))

@@ -29,11 +29,13 @@ CA_COLOR, REVERSE_COLOR, KERNEL_COLOR = "#ff7f00", "#1f78b4", "#6a3d9a"
 @dataclasses.dataclass
 class Lines:
   """Segments from points of the left image to points of the right one: start, end
-  float[N, 2] (x, y) pixels, weight float[N] (drawn width and opacity scale with it)."""
+  float[N, 2] (x, y) pixels, weight float[N] (drawn width and opacity scale with it);
+  uniform: the weight of uniform attention, 1 / keys (None: not attention)."""
 
   start: np.ndarray
   end: np.ndarray
   weight: np.ndarray
+  uniform: float | None = None
 
 
 @dataclasses.dataclass
@@ -62,18 +64,19 @@ def strongest(explanation: dict, i: int, n: int, tg: zse_explain.TokenGrid
   def xy(index: np.ndarray) -> np.ndarray:
     return np.asarray(zse_explain.cell_centres(np.asarray(index), tg.grid, tg.cell))
 
-  def ca(side: str) -> Lines:
+  def ca(side: str, other: str) -> Lines:
     weight = explanation[f"ca_{side}_weight"][i]
     order = np.argsort(-weight, kind="stable")[:n]
+    keys = 1 + len(explanation[f"ca_{other}_query"][i])  # the other's patch tokens and [Ret]
     return Lines(xy(explanation[f"ca_{side}_query"][i][order]),
-                 xy(explanation[f"ca_{side}_key"][i][order]), weight[order])
+                 xy(explanation[f"ca_{side}_key"][i][order]), weight[order], 1 / keys)
 
   kernel = None
   if tg.anchors_spatial:
     s, p = explanation["kernel_sketch"][i][:n], explanation["kernel_photo"][i][:n]
     kernel = Lines(explanation["sketch_anchor_xy"][i][s], explanation["photo_anchor_xy"][i][p],
                    explanation["kernel_value"][i][:n])
-  return ca("sketch"), ca("photo"), kernel
+  return ca("sketch", "photo"), ca("photo", "sketch"), kernel
 
 
 def _side_by_side(ax, left: np.ndarray, right: np.ndarray) -> float:
@@ -82,6 +85,8 @@ def _side_by_side(ax, left: np.ndarray, right: np.ndarray) -> float:
   offset = size * (1 + GAP)
   ax.imshow(left, extent=(0, size, size, 0))
   ax.imshow(right, extent=(offset, offset + size, size, 0))
+  for x0 in (0, offset):
+    ax.add_patch(plt.Rectangle((x0, 0), size, size, fill=False, ec="0.3", lw=0.6))
   ax.set_xlim(0, offset + size)
   ax.set_ylim(size, 0)
   ax.set_xticks([])
@@ -131,6 +136,8 @@ def _pair_panel(ax, view: PairView, grid: int, what: str) -> None:
     image = ax.imshow(view.kernel, cmap="viridis")
     ax.set_xlabel("photo anchor", fontsize=6)
     ax.set_ylabel("sketch anchor", fontsize=6)
+    ax.set_xticks(range(view.kernel.shape[1]))
+    ax.set_yticks(range(view.kernel.shape[0]))
     ax.tick_params(labelsize=5)
     plt.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=5)
     ax.set_title("kernel matrix (anchors mix all tokens:\nthe code's view reshape)",
@@ -143,6 +150,8 @@ def _pair_panel(ax, view: PairView, grid: int, what: str) -> None:
       "reverse": (view.ca_reverse, REVERSE_COLOR, True, "CA: photo token -> sketch token"),
       "kernel": (view.kernel_lines, KERNEL_COLOR, False, "kernel: strongest anchor pairs")}[what]
   _draw_lines(ax, lines, offset, color, reverse)
+  if lines.uniform is not None and len(lines.weight):
+    title += f"\nhead-mean weight: top {lines.weight[0]:.3f}, uniform {lines.uniform:.3f}"
   ax.set_title(title, fontsize=6)
   _frame(ax, view.hit)
 
@@ -184,21 +193,23 @@ def save_patch_replacement_figure(path: str | pathlib.Path, sketches: Sequence[n
 
 
 def save_retrieve_figure(path: str | pathlib.Path, query: np.ndarray, query_title: str,
-                         views: Sequence[PairView], grid: int) -> None:
-  """A retrieval explained: the query sketch, then each of its top photos (rank order) with
-  the CA correspondences of the pair (sketch -> photo lines), hits framed green."""
-  cols = 1 + len(views)
-  fig, axes = plt.subplots(1, cols, figsize=(1.6 + 2.9 * len(views), 2.3),
-                           gridspec_kw={"width_ratios": [1] + [2 + GAP] * len(views)},
+                         views: Sequence[PairView], grid: int, per_row: int = 3) -> None:
+  """A retrieval explained: the query sketch, then each of its top photos in rank order
+  (`per_row` a row) with the pair's CA correspondences (sketch -> photo), hits framed green."""
+  rows = max(1, -(-len(views) // per_row))
+  fig, axes = plt.subplots(rows, 1 + per_row, figsize=(1.8 + 3.4 * per_row, 2.2 * rows),
+                           gridspec_kw={"width_ratios": [1] + [2 + GAP] * per_row},
                            squeeze=False)
-  axes = axes[0]
-  axes[0].imshow(query)
-  axes[0].set_title(query_title, fontsize=6, fontweight="bold")
-  axes[0].axis("off")
-  for ax, view in zip(axes[1:], views):
+  for ax in axes.ravel():
+    ax.axis("off")
+  axes[0, 0].imshow(query)
+  axes[0, 0].set_title(query_title, fontsize=7, fontweight="bold")
+  for k, view in enumerate(views):
+    ax = axes[k // per_row, 1 + k % per_row]
+    ax.axis("on")
     _pair_panel(ax, view, grid, "ca")
-    ax.set_title(view.title, fontsize=6, color="black" if view.hit is None else
-                 (HIT if view.hit else MISS))
+    ax.set_title(f"{view.title}\n{ax.get_title()}", fontsize=6,
+                 color="black" if view.hit is None else (HIT if view.hit else MISS))
   _save(fig, path)
 
 
