@@ -24,10 +24,10 @@ official / ours (above 1: we are faster).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
-import statistics
-import time
+import sys
 
 from absl import app
 from absl import flags
@@ -41,6 +41,9 @@ from sketchjax.methods import dfsbir_losses
 from sketchjax.tasks import dfsbir
 from sketchjax.tasks import dfsbir_config
 from sketchjax.tasks import dfsbir_teachers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 _SIZES = flags.DEFINE_enum("sizes", "official", ["official", "cpu"], "Network sizes.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Pairs a step.")
@@ -77,17 +80,6 @@ def _teachers(config):
                              dfsbir_teachers._proxies("sketch")), constants
 
 
-def _median_seconds(fn, args_of_call):
-  jax.block_until_ready(fn(*args_of_call(0)))  # compile + warm-up
-  times = []
-  for i in range(1, _REPEATS.value + 1):
-    args = args_of_call(i)
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def main(argv):
   del argv
   config = _config()
@@ -121,8 +113,8 @@ def main(argv):
   opt_state = sgd.init(est_params)
   for name, weights in (("estimator step (L_adv)", crossx_dfl.Weights()),
                         ("estimator step (no L_adv)", crossx_dfl.Weights(adversarial=0.0))):
-    results[name] = _median_seconds(estimator_step(weights),
-                                    lambda i: (est_params, est_state, opt_state, noise(i)))
+    results[name] = timing.median_seconds(estimator_step(weights),
+                                    lambda i: (est_params, est_state, opt_state, noise(i)), _REPEATS.value)
   (photos, sketches), _ = jax.jit(generate)(est_params, est_state, noise(0))
   labels = jnp.arange(_BATCH.value) % _CLASSES.value
   (embedding, _), _ = jax.eval_shape(lambda v, x: students.encode(v, "photo", x, False),
@@ -141,7 +133,7 @@ def main(argv):
       return optax.apply_updates(params, updates), state, opt
     shifted = lambda i: (student_params, student_state, student_opt,
                          (photos + 1e-3 * i, sketches, labels, labels))
-    results[name] = _median_seconds(jax.jit(step), shifted)
+    results[name] = timing.median_seconds(jax.jit(step), shifted, _REPEATS.value)
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   print(f"CrossX-DFL steps, sizes={_SIZES.value}, batch {_BATCH.value}, "
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import platform
 import resource
-import statistics
-import time
+import sys
 
 from absl import app
 from absl import flags
@@ -51,6 +51,9 @@ import optax
 from sketchjax.methods import zse_ranking
 from sketchjax.tasks import zse
 from sketchjax.training import microbatch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 _VARIANT = flags.DEFINE_string("variant", "zse_vit_b16", "model.variant")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side (px).")
@@ -79,17 +82,6 @@ def _config():
   config.model.variant, config.data.image_size = _VARIANT.value, _IMAGE_SIZE.value
   config.model.pretrained = ""
   return config
-
-
-def _median_seconds(fn, args_of_call) -> float:
-  jax.block_until_ready(fn(*args_of_call(0)))  # compile + warm-up
-  times = []
-  for i in range(1, _REPEATS.value + 1):
-    args = args_of_call(i)
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def _flops(jitted, *args) -> float:
@@ -125,7 +117,7 @@ def bench_training(model, config, params) -> dict:
   memory = compiled.memory_analysis()
   buffers = (memory.argument_size_in_bytes + memory.output_size_in_bytes
              + memory.temp_size_in_bytes) / 2**30 if memory is not None else float("nan")
-  seconds = _median_seconds(compiled, lambda i: (params, opt_state, batch(i), jax.random.key(i)))
+  seconds = timing.median_seconds(compiled, lambda i: (params, opt_state, batch(i), jax.random.key(i)), _REPEATS.value)
   return {"train_step_s": seconds, "train_buffers_gib": buffers,
           "train_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -133,15 +125,15 @@ def bench_training(model, config, params) -> dict:
 def bench_ranking(model, params, size: int) -> dict:
   ret = jax.jit(lambda p, x: model.apply({"params": p}, x, "sketch", method=model.encode)["ret"])
   batch = _EMBED_BATCH.value
-  ret_s = _median_seconds(ret, lambda i: (params, _images(i, batch, size)))
+  ret_s = timing.median_seconds(ret, lambda i: (params, _images(i, batch, size)), _REPEATS.value)
   sketches, photos = (zse_ranking.ItemFeatures(model, params, m) for m in ("sketch", "photo"))
   flat = {m: jax.jit(f.flat) for m, f in (("sketch", sketches), ("photo", photos))}
-  item_s = _median_seconds(flat["photo"], lambda i: (params, _images(i, LOOP, size)))
+  item_s = timing.median_seconds(flat["photo"], lambda i: (params, _images(i, LOOP, size)), _REPEATS.value)
   sketch_rows = np.asarray(flat["sketch"](params, _images(7, LOOP, size)))
   photo_rows = np.asarray(flat["photo"](params, _images(8, _CHUNK.value, size)))
   score_tile = zse_ranking.pair_score_tile(model, params, sketch_rows, photo_rows, sketches,
                                            photos, tile=LOOP, chunk=_CHUNK.value)
-  cached_s = _median_seconds(lambda _: score_tile(0, LOOP), lambda i: (i,))
+  cached_s = timing.median_seconds(lambda _: score_tile(0, LOOP), lambda i: (i,), _REPEATS.value)
   cached_pairs = LOOP * _CHUNK.value
   scores = zse_ranking.pair_scorer(model, sketches, photos)
 
@@ -151,8 +143,8 @@ def bench_ranking(model, params, size: int) -> dict:
                   jnp.tile(photo_rows, (LOOP, 1))).reshape(LOOP, LOOP)
 
   loop = jax.jit(loop_call)
-  loop_s = _median_seconds(loop, lambda i: (params, jnp.asarray(sketch_rows),
-                                            _images(50 + i, LOOP, size)))
+  loop_s = timing.median_seconds(loop, lambda i: (params, jnp.asarray(sketch_rows),
+                                            _images(50 + i, LOOP, size)), _REPEATS.value)
   pair_args = (params, jnp.asarray(sketch_rows[:1].repeat(cached_pairs, 0)),
                jnp.asarray(photo_rows[:1].repeat(cached_pairs, 0)))
   flops = {"pair": _flops(scores, *pair_args) / cached_pairs,

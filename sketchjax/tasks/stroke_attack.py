@@ -37,7 +37,7 @@ from sketchjax.methods import noisy_strokes, raster_attack, vector_attack
 from sketchjax.models import raster_classifier
 from sketchjax.tasks import attribution as attribution_task
 from sketchjax.tasks import classify
-from sketchjax.tasks import stroke_attack_figures, stroke_attack_vector
+from sketchjax.tasks import attack_batches, stroke_attack_figures, stroke_attack_vector
 
 INK_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.5)  # shares of the ink length
 STROKE_BUDGETS = (1, 2, 3)  # strokes touched
@@ -144,12 +144,10 @@ def attack_all(model: RasterModel, drawings: Sequence[Drawing], config: ml_colle
                        batch_size=config.attack.sketches_at_once)
 
   pixels = [model.to_pixels(d.sketch.strokes) for d in drawings]
-  by_size = sorted(range(len(drawings)), key=lambda i: sum(len(s) for s in pixels[i]))
   key = jax.random.key(config.seed)
   results: list[dict[str, Any] | None] = [None] * len(drawings)
-  batch_size = config.attack.batch_size
-  for start in range(0, len(drawings), batch_size):
-    chosen = by_size[start:start + batch_size]
+  for start, chosen in attack_batches.size_sorted_batches(
+      [sum(len(s) for s in p) for p in pixels], config.attack.batch_size):
     xy, lens, num_segments = sr.pad_batch([pixels[i] for i in chosen])
     scale = np.array([pixels_per_unit(drawings[i].sketch.strokes, pixels[i]) for i in chosen],
                      np.float32)
@@ -160,12 +158,7 @@ def attack_all(model: RasterModel, drawings: Sequence[Drawing], config: ml_colle
         xy, lens, labels, radii, jax.random.split(jax.random.fold_in(key, start), len(chosen)),
         num_segments=num_segments, num_pairs=sr.tile_pair_budget(xy, lens, settings),
         pgd_pairs=sr.tile_pair_budget(xy, lens, grown)))
-    for row, i in enumerate(chosen):
-      results[i] = {"drawing": drawings[i], "label": int(labels[row]), "scale": float(scale[row]),
-                    "xy": xy[row], "lens": lens[row],
-                    **{name: np.asarray(value[row]) for name, value in out.items()}}
-    logging.info("attacked %d / %d sketches", min(start + batch_size, len(drawings)),
-                 len(drawings))
+    attack_batches.fill_results(results, chosen, drawings, labels, scale, xy, lens, out)
   return results
 
 

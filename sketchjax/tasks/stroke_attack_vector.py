@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -20,6 +19,7 @@ from sketchjax.data import soft_rasterize as sr
 from sketchjax.data import tokenize
 from sketchjax.data.records import Drawing
 from sketchjax.methods import raster_attack, vector_attack
+from sketchjax.tasks import attack_batches
 
 
 def truncated_strokes(drawing: Drawing, tokenizer: tokenize.TokenizerConfig) -> list[np.ndarray]:
@@ -66,21 +66,15 @@ def attack_all(model: Any, params: Any, class_names: Sequence[str],
     return jax.lax.map(one, (xy, lens, labels, keys), batch_size=config.attack.sketches_at_once)
 
   strokes = [truncated_strokes(d, tokenizer) for d in drawings]
-  by_size = sorted(range(len(drawings)), key=lambda i: sum(len(s) for s in strokes[i]))
   key = jax.random.key(config.seed)
   results: list[dict[str, Any] | None] = [None] * len(drawings)
-  batch_size = config.attack.batch_size
-  for start in range(0, len(drawings), batch_size):
-    chosen = by_size[start:start + batch_size]
+  for start, chosen in attack_batches.size_sorted_batches(
+      [sum(len(s) for s in d) for d in strokes], config.attack.batch_size):
     xy, lens, num_segments = pad([strokes[i] for i in chosen], tokenizer)
     labels = np.array([class_names.index(drawings[i].word) for i in chosen], np.int32)
     out = jax.device_get(attack_batch(
         xy, lens, labels, jax.random.split(jax.random.fold_in(key, start), len(chosen)),
         num_segments=num_segments))
-    for row, i in enumerate(chosen):
-      results[i] = {"drawing": drawings[i], "label": int(labels[row]), "scale": 1.0,
-                    "xy": xy[row], "lens": lens[row],
-                    **{name: np.asarray(value[row]) for name, value in out.items()}}
-    logging.info("attacked %d / %d sketches", min(start + batch_size, len(drawings)),
-                 len(drawings))
+    attack_batches.fill_results(results, chosen, drawings, labels, np.ones(len(chosen)), xy,
+                                lens, out)
   return results
