@@ -1,22 +1,15 @@
 """ZSE-SBIR explanations: CA and kernel correspondences against hand-worked cases and numpy,
-patch replacement exact on constructed images, the explainer on a small random model, and
-`--config.mode=explain` end to end on the smoke config."""
-
-import importlib.util
-import json
-import pathlib
+patch replacement exact on constructed images, the explainer on a small random model
+(`--config.mode=explain` end to end: tests/test_zse_training.py, on its trained model)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, need
 from sketchjax.methods import zse_explain
 from sketchjax.models import zse_attention as za
 from sketchjax.models import zse_sbir
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_cell_centres_by_hand():
@@ -180,36 +173,3 @@ def test_explainer_same_image_replaces_each_patch_by_itself(small_model):
 def test_explainer_rejects_unknown_similarity(small_model):
   with pytest.raises(ValueError, match="similarity"):
     zse_explain.explainer(small_model[0], similarity="dot")
-
-
-def _config(arg):
-  spec = importlib.util.spec_from_file_location("zse_config", REPO / "configs" / "zse_sketchy.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def test_explain_mode_end_to_end(tmp_path):
-  need(SHARED_DATA / "sketchy")
-  from sketchjax.tasks import zse
-  config = _config("smoke")
-  config.data.dir = str(SHARED_DATA)
-  config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 2
-  zse.run(config, str(tmp_path))
-  config.mode = "explain"
-  result = zse.run(config, str(tmp_path))
-  out = tmp_path / "explain"
-  saved = json.loads((out / "explain.json").read_text())
-  assert saved["query_choice"] == "every 20-th of 125 test sketches in split order"
-  assert len(saved["queries"]) == 6 and all(len(q["top"]) == 3 for q in saved["queries"])
-  stats = saved["statistics_top1"]
-  assert stats["hits"]["pairs"] + stats["misses"]["pairs"] == stats["all"]["pairs"] == 6
-  assert saved["top1_hit_rate"] == pytest.approx(stats["hits"]["pairs"] / 6)
-  first = saved["queries"][0]["top"][0]
-  assert len(first["ca_sketch_to_photo"]["key"]) == 4  # 64 px: a 2 x 2 token grid
-  assert first["rank_score"] == pytest.approx(first["ret_cosine"], abs=1e-5)  # ranked by Ret
-  ranked = [t["rank_score"] for t in saved["queries"][0]["top"]]
-  assert ranked == sorted(ranked, reverse=True)
-  assert {pathlib.Path(f).name for f in result["figures"]} >= {"patch_replacement.png",
-                                                              "retrieve_0.png"}
-  assert all(pathlib.Path(f).stat().st_size > 1000 for f in result["figures"])

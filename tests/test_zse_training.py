@@ -1,6 +1,6 @@
 """ZSE-SBIR training: the official sampler (and its off-by-one as a switch), the
 2 triplet + 4 RN loss by hand, and the task end to end on its smoke config
-(1 and 8 devices give the same losses)."""
+(1 and 8 devices give the same losses; evaluate, selection and explain on that model)."""
 
 import collections
 import dataclasses
@@ -77,22 +77,32 @@ def _train(workdir, devices, *flags):
   return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_training_on_one_and_eight_devices(tmp_path):
-  one, eight = _train(tmp_path / "one", 1), _train(tmp_path / "eight", 8)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """Workdirs of the smoke training on 1 and on 8 devices, both evaluated every 2
+  steps and selecting on the held-out seen classes."""
+  root = tmp_path_factory.mktemp("zse")
+  flags = ("--config.train.select_on=seen_heldout", "--config.train.eval_every=2")
+  return {devices: (root / str(devices), _train(root / str(devices), devices, *flags))
+          for devices in (1, 8)}
+
+
+def test_training_on_one_and_eight_devices(trained):
+  (workdir, one), (_, eight) = trained[1], trained[8]
   losses = [[r["loss"] for r in rows if r["split"] == "train"] for rows in (one, eight)]
   assert len(losses[0]) == 2 and all(np.isfinite(losses[0]))
   np.testing.assert_allclose(losses[0], losses[1], rtol=2e-4)
   final = [r for r in one if r["split"] == "eval"][-1]
   assert final["num_queries"] == 125 and 0 < final["map_all"] <= 1  # 5 unseen classes
   assert {"triplet", "rn_mse"} <= set(next(r for r in one if r["split"] == "train"))
-  # Ours-Ret and the exact Ours-RN of the trained model.
+  # Ours-Ret and the exact Ours-RN of the trained model (the latest checkpoint).
   from sketchjax.tasks import zse
   config = _config("smoke")
   config.mode, config.data.dir = "evaluate", str(SHARED_DATA)
-  result = zse.run(config, str(tmp_path / "one"))
+  result = zse.run(config, str(workdir))
   np.testing.assert_allclose(result["map_all"], final["map_all"], rtol=1e-5)
   assert result["rn_num_queries"] == 125 and 0 < result["rn_map_all"] <= 1
-  assert (tmp_path / "one" / "eval_zeroshot_sketchy25.json").exists()
+  assert (workdir / "eval_zeroshot_sketchy25.json").exists()
 
 
 def _config(arg):
@@ -123,20 +133,19 @@ def test_seen_heldout_split_is_disjoint_and_fixed(sketchy_dir):
   assert held.name == "zeroshot_sketchy25_seen_heldout" and held.relevance == "class"
 
 
-def test_selection_on_seen_heldout_keeps_the_best_step(tmp_path):
-  rows = _train(tmp_path, 1, "--config.train.select_on=seen_heldout",
-                "--config.train.eval_every=2")
+def test_selection_on_seen_heldout_keeps_the_best_step(trained):
+  workdir, rows = trained[1]
   evals = [r for r in rows if r["split"] == "eval"]
   assert [r["step"] for r in evals] == [2, 4]
   assert all(0 < r["heldout_map_all"] <= 1 and 0 < r["map_all"] <= 1 for r in evals)
-  best = json.loads((tmp_path / "best.json").read_text())
+  best = json.loads((workdir / "best.json").read_text())
   chosen = max(evals, key=lambda r: (r["heldout_map_all"], -r["step"]))
   assert best == {"step": chosen["step"], "metric": "heldout_map_all",
                   "value": pytest.approx(chosen["heldout_map_all"]), "select_on": "seen_heldout"}
   from sketchjax.tasks import zse
   config = _config("smoke")
   config.mode, config.data.dir, config.eval.checkpoint = "evaluate", str(SHARED_DATA), "best"
-  result = zse.run(config, str(tmp_path))
+  result = zse.run(config, str(workdir))
   np.testing.assert_allclose(result["map_all"], chosen["map_all"], rtol=1e-5)
   assert f"step {chosen['step']}" in result["checkpoint"]
 
@@ -161,3 +170,26 @@ def test_vit_ret_baseline_trains_the_self_attention_ret_token_only():
   with pytest.raises(ValueError, match="loss.kind"):
     config.loss.kind = "rn_only"
     zse.zse_objective(model, config)
+
+
+def test_explain_mode_on_the_trained_model(trained):
+  workdir = trained[1][0]
+  from sketchjax.tasks import zse
+  config = _config("smoke")
+  config.mode, config.data.dir = "explain", str(SHARED_DATA)
+  result = zse.run(config, str(workdir))
+  out = workdir / "explain"
+  saved = json.loads((out / "explain.json").read_text())
+  assert saved["query_choice"] == "every 20-th of 125 test sketches in split order"
+  assert len(saved["queries"]) == 6 and all(len(q["top"]) == 3 for q in saved["queries"])
+  stats = saved["statistics_top1"]
+  assert stats["hits"]["pairs"] + stats["misses"]["pairs"] == stats["all"]["pairs"] == 6
+  assert saved["top1_hit_rate"] == pytest.approx(stats["hits"]["pairs"] / 6)
+  first = saved["queries"][0]["top"][0]
+  assert len(first["ca_sketch_to_photo"]["key"]) == 4  # 64 px: a 2 x 2 token grid
+  assert first["rank_score"] == pytest.approx(first["ret_cosine"], abs=1e-5)  # ranked by Ret
+  ranked = [t["rank_score"] for t in saved["queries"][0]["top"]]
+  assert ranked == sorted(ranked, reverse=True)
+  assert {pathlib.Path(f).name for f in result["figures"]} >= {"patch_replacement.png",
+                                                              "retrieve_0.png"}
+  assert all(pathlib.Path(f).stat().st_size > 1000 for f in result["figures"])
