@@ -1,5 +1,7 @@
 """Tests of the stroke shape encoder (stacked BiLSTM with lengths)."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,48 @@ def test_gradients_are_finite(encoder_and_params):
   grads = jax.grad(lambda p, x: model.apply(p, x, lens).sum(), argnums=(0, 1))(params, points)
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   np.testing.assert_array_equal(grads[1][1], 0.0)  # an empty slot gets no gradient
+
+
+def _loop_computations(hlo: str) -> tuple[dict[str, str], set[str]]:
+  """(computation name -> text, names reachable from while-loop bodies) of HLO text."""
+  blocks, name = {}, None
+  for line in hlo.splitlines():
+    header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) \(", line)
+    if header and line.rstrip().endswith("{"):
+      name = header.group(1)
+      blocks[name] = ""
+    elif name is not None:
+      blocks[name] += line + "\n"
+  frontier = {b for text in blocks.values() for b in re.findall(r"body=%?([\w.\-]+)", text)}
+  reached = set()
+  while frontier:
+    reached |= frontier
+    frontier = {c for b in frontier for c in re.findall(
+        r"(?:calls|to_apply|body|condition)=%?([\w.\-]+)", blocks.get(b, ""))} - reached
+  return blocks, reached
+
+
+@pytest.mark.parametrize("shards", [1, 8])
+def test_sharded_rows_sum_the_weight_gradients_once_after_the_scan(shards):
+  # 16 rows over 8 devices: with one weight copy a shard the gradient all-reduce is
+  # outside the time loop; with shards=1 SPMD all-reduces at every step (the test of
+  # the test). Outputs and gradients are the same either way.
+  from sketchjax.models.bilstm import BiLSTMLayer
+  from sketchjax.training import mesh as mesh_lib
+  mesh = mesh_lib.make_mesh()  # ('data',) over the 8 simulated devices
+  layer = BiLSTMLayer(4)
+  x = jax.random.normal(jax.random.key(0), (6, 16, 3))
+  ids = jnp.broadcast_to(jnp.arange(16), (6, 16))
+  params = layer.init(jax.random.key(1), x, ids)
+  rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  x, ids = jax.device_put(x, rows), jax.device_put(ids, rows)
+  grad = jax.jit(jax.grad(lambda p, x, ids, s: (layer.apply(p, x, ids, s) ** 2).sum()),
+                 static_argnums=3)
+  hlo = grad.lower(params, x, ids, shards).compile().as_text()
+  blocks, in_loops = _loop_computations(hlo)
+  assert in_loops, "no while loop in the compiled gradient"
+  reduced_in_loop = any("all-reduce(" in blocks[name] for name in in_loops if name in blocks)
+  assert reduced_in_loop == (shards == 1)
+  expected = jax.grad(lambda p: (layer.apply(p, x, ids) ** 2).sum())(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grad(params, x, ids, shards), expected)

@@ -80,7 +80,7 @@ def shape_embeddings(encoder: StrokeShapeEncoder,
   sketch, slot = packed_index[..., 0], packed_index[..., 1]
   stroke_id = jnp.where(sketch < per_shard, sketch * slots + slot, -1)  # [D, R, L]
   outputs = encoder.point_outputs(packed_points.reshape(shards * rows, row_length, features),
-                                  stroke_id.reshape(shards * rows, row_length))
+                                  stroke_id.reshape(shards * rows, row_length), shards)
   outputs = outputs.reshape(shards, rows, row_length, -1)
   per_stroke = jax.vmap(lambda o, i: reduce_by_stroke(o, i, per_shard * slots, encoder.reduce))(
       outputs, stroke_id)  # [D, per_shard * S, H]
