@@ -46,9 +46,10 @@ _BATCHES = flags.DEFINE_integer("batches", 6, "Timed batches per configuration."
 _ONLY = flags.DEFINE_string("only", "", "Run one configuration 'size:layout:mode:batch' "
                             "in this process and print its JSON (used by the driver).")
 _SKIP_BASE = flags.DEFINE_bool("skip_base", False, "Skip Base-345 inference (slow on CPU).")
-_BUCKET_ROWS = flags.DEFINE_bool("bucket_packed_rows", False, "Pack the strokes in rows as long "
+_BUCKET_ROWS = flags.DEFINE_bool("bucket_packed_rows", True, "Pack the strokes in rows as long "
                                   "as the batch's point bucket (TokenizerConfig."
-                                  "bucket_packed_rows), not always the longest bucket.")
+                                  "bucket_packed_rows, the classify task's default), not "
+                                  "always the longest bucket.")
 _MICROBATCH = flags.DEFINE_integer("microbatch", 16, "Steps run in micro-batches of at least "
                                    "this many sketches (1 = off).")
 
