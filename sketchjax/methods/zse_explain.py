@@ -41,6 +41,7 @@ import numpy as np
 
 from sketchjax.models import zse_attention as za
 from sketchjax.models import zse_sbir
+from sketchjax.methods.zse_ranking import unit
 
 SIMILARITIES = ("sa_cosine", "ca_attention")
 
@@ -132,8 +133,7 @@ def kernel_matches(kernel: jax.Array, top_n: int) -> dict[str, jax.Array]:
 def token_cosine(sketch_tokens: jax.Array, photo_tokens: jax.Array) -> jax.Array:
   """SA tokens [B, 1 + n_s, D], [B, 1 + n_p, D] -> cosine of every sketch patch token with
   every photo patch token float32[B, n_s, n_p] ([Ret] dropped; norms floored at 1e-12)."""
-  unit = lambda x: x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
-  s, p = (unit(t[:, 1:].astype(jnp.float32)) for t in (sketch_tokens, photo_tokens))
+  s, p = (unit(t[:, 1:]) for t in (sketch_tokens, photo_tokens))
   return jnp.einsum("bid,bjd->bij", s, p)
 
 
@@ -207,8 +207,8 @@ def explainer(model: zse_sbir.ZseSbir, *, top_n: int = 8, similarity: str = "sa_
                               method=model.pair_logits)
     kept_s, kept_p = sa_s["kept"], sa_p["kept"]
     out = {"logit": logits, "score": aux["scores"],
-           "ret_cosine": _cosine(sa_s["ret"], sa_p["ret"]),
-           "ca_ret_cosine": _cosine(aux["ca_ret_sketch"], aux["ca_ret_photo"]),
+           "ret_cosine": jnp.sum(unit(sa_s["ret"]) * unit(sa_p["ret"]), -1),
+           "ca_ret_cosine": jnp.sum(unit(aux["ca_ret_sketch"]) * unit(aux["ca_ret_photo"]), -1),
            "sketch_kept": kept_s, "photo_kept": kept_p, "kernel": aux["kernel"]}
     for side, attention, query, key in (("sketch", aux["ca_attention_sketch"], kept_s, kept_p),
                                         ("photo", aux["ca_attention_photo"], kept_p, kept_s)):
@@ -226,12 +226,6 @@ def explainer(model: zse_sbir.ZseSbir, *, top_n: int = 8, similarity: str = "sa_
     return out
 
   return explain
-
-
-def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
-  a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-  return jnp.sum(a * b, -1) / jnp.maximum(jnp.linalg.norm(a, axis=-1) *
-                                          jnp.linalg.norm(b, axis=-1), 1e-12)
 
 
 def ink_cells(sketch_images: np.ndarray, grid: int, threshold: float = 0.0,

@@ -84,7 +84,7 @@ def pair_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
     logits, aux = model.apply({"params": params}, sketch_features.unflatten(sketch_rows),
                               photo_features.unflatten(photo_rows), method=model.pair_logits)
     if score == "ca_ret":
-      return jnp.sum(_unit(aux["ca_ret_sketch"]) * _unit(aux["ca_ret_photo"]), axis=-1)
+      return jnp.sum(unit(aux["ca_ret_sketch"]) * unit(aux["ca_ret_photo"]), axis=-1)
     if fp16_scores:
       return jax.nn.sigmoid(logits).astype(jnp.float16).astype(jnp.float32)
     return logits
@@ -92,8 +92,8 @@ def pair_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
   return scores
 
 
-def _unit(x: jax.Array) -> jax.Array:
-  """Rows [P, D] over max(norm, 1e-12) in float32 (torch's F.normalize)."""
+def unit(x: jax.Array) -> jax.Array:
+  """Rows [..., D] over max(norm, 1e-12) in float32 (torch's F.normalize)."""
   x = x.astype(jnp.float32)
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
