@@ -24,7 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.task = "dfsbir"
   # "teacher": train one frozen network (teacher.kind) in workdir;
   # "train": CrossX-DFL from the teachers' workdirs; "evaluate_teachers": the
-  # "classifier only" baseline (teacher probabilities as embeddings).
+  # "classifier only" baseline (teacher probabilities as embeddings);
+  # "evaluate_averaged": the "averaging weights" baseline (teachers' weights averaged).
   c.mode = "train"
   c.data.classes = TEN_CLASSES
   c.data.image_size = 64  # teachers' and students' input side (224 faithful)

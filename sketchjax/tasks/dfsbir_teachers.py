@@ -22,6 +22,9 @@ The two teachers may know different classes (partial overlap): L_align
 compares the classes they share, each pseudo-label lives in its teacher's
 own classes.
 
+`averaged_teacher` is the "averaging weights" baseline's one network: the photo
+and the sketch teacher with their variables averaged element-wise.
+
 `with_statistics` gives the teachers the feature-statistics loss of the
 meta-data baseline (`feature_statistics.py`): against their BatchNorm running
 statistics, or, for BN-folded teachers, against statistics recorded once on
@@ -147,6 +150,51 @@ def load_teacher(workdir: str | pathlib.Path
   params, state = trainer.restore_params(str(workdir), teacher_objective(model, trained),
                                          example, trained)
   return model, jax.device_get({"params": params, **state}), trained
+
+
+def average_variables(a: Any, b: Any) -> Any:
+  """Leaf-wise (a + b) / 2 of two variable trees of one architecture (the same
+  structure and shapes, else ValueError)."""
+  if jax.tree.structure(a) != jax.tree.structure(b):
+    raise ValueError("cannot average the variables of two different architectures: "
+                     f"{jax.tree.structure(a)} vs {jax.tree.structure(b)}")
+  shapes = [(np.shape(x), np.shape(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
+  different = [pair for pair in shapes if pair[0] != pair[1]]
+  if different:
+    raise ValueError(f"cannot average variables of different shapes: {different[:3]}")
+  return jax.tree.map(lambda x, y: (jnp.asarray(x) + jnp.asarray(y)) / 2, a, b)
+
+
+def averaged_teacher(photo: str | pathlib.Path, sketch: str | pathlib.Path
+                     ) -> tuple[encoders.ImageClassifier, Any, int]:
+  """The "averaging weights" baseline's network (spec 2.8; the paper gives no
+  details, this reading is ours): the photo and the sketch teacher (workdirs
+  of one architecture and input side) as one classifier whose variables are
+  the element-wise mean of theirs (every parameter, BatchNorm statistics where
+  there are any). Returns (classifier, averaged variables, input side)."""
+  (model, photo_vars, photo_cfg), (_, sketch_vars, sketch_cfg) = (load_teacher(photo),
+                                                                  load_teacher(sketch))
+  describe = lambda c: (c.teacher.backbone, bool(c.teacher.pretrained), c.teacher.num_classes,
+                        c.data.image_size)
+  if describe(photo_cfg) != describe(sketch_cfg):
+    raise ValueError("the averaging-weights baseline needs teachers of one architecture and "
+                     "input side; (backbone, folded BatchNorm, classes, side): "
+                     f"photo {describe(photo_cfg)}, sketch {describe(sketch_cfg)}")
+  return model, average_variables(photo_vars, sketch_vars), photo_cfg.data.image_size
+
+
+def feature_embedding(model: encoders.ImageClassifier, size: int
+                      ) -> Callable[[Any, jax.Array], jax.Array]:
+  """(variables, images float[B, S, S, 3] in [-1, 1]) -> the classifier's
+  pooled backbone features, L2-normalised, float[B, F]; images resized to
+  `size` (the classifier's input side); its class layer is not used."""
+
+  def embed(variables: Any, images: jax.Array) -> jax.Array:
+    _, aux = model.apply(variables, crossx_dfl.resize(images, size), train=False)
+    features = aux["features"]
+    return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+
+  return embed
 
 
 def _frozen(model: encoders.ImageClassifier, name: str, size: int) -> crossx_dfl.Frozen:
