@@ -11,6 +11,9 @@ step 0), on `--samples` noise vectors fed to both estimators in training mode
   hard_entropy     the same of the argmax histogram (what retrieval needs), 1 = uniform;
   max_prob         mean top probability;
   agreement        photo and sketch teacher give the pair the same class;
+  target_hit       class-conditional runs (`dfl.class_conditional`, ours): the
+                   teacher's argmax is the class the noise was given (the
+                   classes arange % C over the samples);
 and, on a batch of the run's size, the norm of each estimator-loss term's
 gradient (weighted as in the run) over the estimators' parameters.
 
@@ -28,7 +31,6 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from sketchjax.methods import crossx_dfl
@@ -49,7 +51,8 @@ def _entropy(p: jax.Array) -> jax.Array:
   return -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-30))) / jnp.log(p.shape[-1])
 
 
-def image_statistics(photos, sketches, photo_logits, sketch_logits) -> dict[str, float]:
+def image_statistics(photos, sketches, photo_logits, sketch_logits, targets=None,
+                     sketch_targets=None) -> dict[str, float]:
   out = {}
   for name, images, logits in (("photo", photos, photo_logits), ("sketch", sketches,
                                                                    sketch_logits)):
@@ -66,6 +69,9 @@ def image_statistics(photos, sketches, photo_logits, sketch_logits) -> dict[str,
         f"{name}_max_prob": jnp.mean(jnp.max(probs, -1)),
     })
   out["agreement"] = jnp.mean(jnp.argmax(photo_logits, -1) == jnp.argmax(sketch_logits, -1))
+  if targets is not None:
+    out["photo_target_hit"] = jnp.mean(jnp.argmax(photo_logits, -1) == targets)
+    out["sketch_target_hit"] = jnp.mean(jnp.argmax(sketch_logits, -1) == sketch_targets)
   return {k: float(v) for k, v in out.items()}
 
 
@@ -89,19 +95,27 @@ def diagnose(workdir: pathlib.Path) -> list[dict]:
   students = dfsbir.build_students(config)
   objective = dfsbir.dfl_objective(config, teachers, constants, students, mesh)
   batch = next(dfsbir.NoiseBatches(config.dfl.batch_size))
-  generate = dfsbir.generate_fn(dfsbir._estimator(config))
+  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
+  conditional = bool(config.dfl.class_conditional)
+  generate = dfsbir.generate_fn(dfsbir._estimator(config, num_classes))
   student_fns = dfsbir.students_of(students, config)
   dfl = config.dfl
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
                                activation=dfl.activation, modality=dfl.modality,
                                alignment=dfl.alignment, adversarial=dfl.adversarial)
   noise = jax.random.normal(jax.random.key(123), (_SAMPLES.value, config.estimator.latent_dim))
+  targets = jnp.arange(_SAMPLES.value) % num_classes if conditional else None
+  labels = (targets,) if conditional else ()
 
   @jax.jit
   def statistics(params, state, constants):
-    (photos, sketches), _ = generate(params["estimators"], state["estimators"], noise)
-    return (photos, sketches, teachers.photo(constants, photos)[0],
-            teachers.sketch(constants, sketches)[0])
+    (photos, sketches), _ = generate(params["estimators"], state["estimators"], noise, *labels)
+    photo_logits = teachers.photo(constants, photos)[0]
+    sketch_logits = teachers.sketch(constants, sketches)[0]
+    if not conditional:
+      return photos, sketches, photo_logits, sketch_logits
+    return (photos, sketches, photo_logits, sketch_logits, targets,
+            crossx_dfl.sketch_targets(teachers, targets, num_classes, sketch_logits))
 
   @jax.jit
   def term_gradients(params, state, constants):
@@ -116,7 +130,8 @@ def diagnose(workdir: pathlib.Path) -> list[dict]:
       grads, (terms, _, _) = jax.grad(crossx_dfl.estimator_loss, has_aux=True)(
           params["estimators"], state["estimators"], generate=generate,
           noise=noise[:dfl.batch_size], teachers=teachers, students=student_fns,
-          student_variables=student_variables, constants=constants, weights=only)
+          student_variables=student_variables, constants=constants, weights=only,
+          targets=targets[:dfl.batch_size] if conditional else None)
       if name in terms:
         norms[f"grad_{name}"] = optax.tree.norm(grads)
         norms[f"L_{name}"] = terms[name]

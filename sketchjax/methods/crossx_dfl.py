@@ -26,7 +26,10 @@ Which parts are whose:
                         `invert_pairs` (model inversion: pixels optimised
                         directly, vmapped over classes) as another estimator,
                         and `refine_pairs` (adversarial refinement of the pairs
-                        on the inputs) before the student step.
+                        on the inputs) before the student step;
+                        `Schedule.conditional_classes`: class-conditional DCGAN
+                        estimators, each noise vector aimed at an assigned
+                        class (a fix for the class collapse, not the paper's).
 
 The paper's baselines (spec 2.8), each a switch here (the paper names them in
 its table and says little more; the readings are ours, see each switch):
@@ -148,23 +151,46 @@ def official_normalization(images: jax.Array, to_encoder: Callable[[jax.Array], 
   return to_encoder(jnp.transpose(y, (0, 2, 3, 1)))
 
 
+def sketch_targets(teachers: Teachers, targets: jax.Array, num_photo_classes: int,
+                   sketch_logits: jax.Array) -> jax.Array:
+  """int [B]: the sketch teacher's index of each target class (int [B], the
+  photo teacher's of `num_photo_classes`), its own argmax of `sketch_logits`
+  [B, C_s] where it does not know the class."""
+  wanted = teachers.sketch_of_photo(num_photo_classes)[targets]
+  return jnp.where(wanted >= 0, wanted, jnp.argmax(sketch_logits, -1))
+
+
 def estimator_loss(estimator_params: Any, estimator_state: Any, *, generate: Callable,
                    noise: jax.Array, teachers: Teachers, students: Students,
-                   student_variables: Any, constants: Any, weights: Weights
+                   student_variables: Any, constants: Any, weights: Weights,
+                   targets: jax.Array | None = None
                    ) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
   """L_G of one estimator step.
 
-  generate: (estimator params, estimator state, noise) -> ((photos, sketches)
-    [B, S, S, 3] in [-1, 1], new estimator state).
+  generate: (estimator params, estimator state, noise[, targets]) -> ((photos,
+    sketches) [B, S, S, 3] in [-1, 1], new estimator state).
+  targets: None (the paper: L_oh is each image's cross-entropy with its own
+    argmax), or, for class-conditional estimators (ours), int [B] the photo
+    teacher's class assigned to each noise vector: given to `generate`, and
+    L_oh becomes the cross-entropy with it in both teachers (`sketch_targets`).
   Returns (L_G, (metrics, new estimator state, (photos, sketches, photo
-  pseudo-labels, sketch pseudo-labels))). Only `estimator_params` are
-  differentiated; the students run with their running statistics.
+  pseudo-labels, sketch pseudo-labels))); the pseudo-labels are the teachers'
+  argmax either way. Only `estimator_params` are differentiated; the students
+  run with their running statistics.
   """
-  (photos, sketches), new_state = generate(estimator_params, estimator_state, noise)
+  if targets is None:
+    (photos, sketches), new_state = generate(estimator_params, estimator_state, noise)
+  else:
+    (photos, sketches), new_state = generate(estimator_params, estimator_state, noise, targets)
   photo_logits, photo_features = teachers.photo(constants, photos)
   sketch_logits, sketch_features = teachers.sketch(constants, sketches)
+  if targets is None:
+    one_hot = losses.one_hot_loss(photo_logits) + losses.one_hot_loss(sketch_logits)
+  else:
+    one_hot = (losses.class_target_loss(photo_logits, targets) + losses.class_target_loss(
+        sketch_logits, sketch_targets(teachers, targets, photo_logits.shape[-1], sketch_logits)))
   terms = {
-      "one_hot": losses.one_hot_loss(photo_logits) + losses.one_hot_loss(sketch_logits),
+      "one_hot": one_hot,
       "info_entropy": (losses.info_entropy_loss(photo_logits) +
                        losses.info_entropy_loss(sketch_logits)),
       "activation": (losses.activation_loss(photo_features) +
@@ -280,6 +306,13 @@ class Schedule:
     for `estimator_steps` steps; the DCGAN parameters are then unused).
   refine_steps, refine_step_size: ours, `refine_pairs` on the pairs the
     students learn from (0: off).
+  conditional_classes: ours (a fix for the class collapse, not the paper's):
+    > 0, the photo teacher's number of classes: each noise vector of an
+    estimator step gets one of them (`balanced_targets`), `generate` receives it
+    (class-conditional estimators, the same (noise, class) for both, so each
+    pair is aimed at one class by construction) and L_oh is the cross-entropy
+    with it (`estimator_loss(targets=...)`); "dcgan" only. 0: the paper's
+    unconditional estimators.
   The baselines' sources (no estimator; `estimator_steps` unused):
     "gaussian"  the Gaussian prior: photos and sketches drawn independently,
                 N(0, gaussian_std^2) per pixel clipped to [-1, 1], of side
@@ -302,9 +335,21 @@ class Schedule:
   refine_step_size: float = 0.02
   gaussian_size: int = 32
   gaussian_std: float = 0.5
+  conditional_classes: int = 0
 
 
 ESTIMATORS = ("dcgan", "inversion", "gaussian", "real")
+
+
+def balanced_targets(rng: jax.Array, batch_size: int, num_classes: int) -> jax.Array:
+  """int [batch_size]: arange(batch_size) % num_classes in a random order, every
+  class floor(B / C) or ceil(B / C) times (ours, the class-conditional targets)."""
+  return jax.random.permutation(rng, jnp.arange(batch_size) % num_classes)
+
+
+def photo_classes(teachers: Teachers, constants: Any, size: int) -> int:
+  """The number of the photo teacher's classes (its logits' width), by shape only."""
+  return jax.eval_shape(teachers.photo, constants, jnp.zeros((1, size, size, 3)))[0].shape[-1]
 
 
 def labelled_pairs(rng: jax.Array, photos: jax.Array, sketches: jax.Array, constants: Any,
@@ -335,7 +380,6 @@ def invert_pairs(rng: jax.Array, constants: Any, *, teachers: Teachers, students
   Returns ((photos, sketches, photo labels, sketch labels), metrics), the images
   [num_classes * per_class, size, size, 3].
   """
-  sketch_of_photo = teachers.sketch_of_photo(num_classes)
   optimizer = optax.adam(learning_rate)
 
   def one_class(target: jax.Array, key: jax.Array):
@@ -351,12 +395,9 @@ def invert_pairs(rng: jax.Array, constants: Any, *, teachers: Teachers, students
           student_variables=student_variables, constants=constants, weights=untargeted)
       photo_logits = teachers.photo(constants, pairs[0])[0]
       sketch_logits = teachers.sketch(constants, pairs[1])[0]
-      sketch_target = jnp.where(sketch_of_photo[target] >= 0, sketch_of_photo[target],
-                                jnp.argmax(sketch_logits, -1))
-      aimed = (jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-          photo_logits, jnp.full(per_class, target))) + jnp.mean(
-              optax.softmax_cross_entropy_with_integer_labels(
-                  sketch_logits, jnp.broadcast_to(sketch_target, (per_class,)))))
+      targets = jnp.full(per_class, target)
+      aimed = (losses.class_target_loss(photo_logits, targets) + losses.class_target_loss(
+          sketch_logits, sketch_targets(teachers, targets, num_classes, sketch_logits)))
       return total + weights.one_hot * aimed, (terms, aimed, pairs)
 
     def step(carry, _):
@@ -428,20 +469,30 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
   [B, S, S, 3] in [-1, 1] for `schedule.estimator == "real"`. Returns the
   updated (params, model_state, opt_state, metrics)."""
   student_variables = {"params": params["students"], **model_state["students"]}
+  num_classes = schedule.conditional_classes
+  if num_classes and schedule.estimator != "dcgan":
+    raise ValueError("Schedule.conditional_classes needs the DCGAN estimators, not "
+                     f"estimator={schedule.estimator!r}")
 
   def estimator_step(carry, index):
     est_params, est_state, est_opt = carry
-    noise = shard(jax.random.normal(jax.random.fold_in(rng, index),
-                                    (schedule.batch_size, schedule.latent_dim)))
+    key = jax.random.fold_in(rng, index)
+    noise = shard(jax.random.normal(key, (schedule.batch_size, schedule.latent_dim)))
+    targets = (shard(balanced_targets(jax.random.fold_in(key, 1), schedule.batch_size,
+                                      num_classes)) if num_classes else None)
     (loss, (terms, est_state, pairs)), grads = jax.value_and_grad(
         estimator_loss, has_aux=True)(
             est_params, est_state, generate=generate, noise=noise, teachers=teachers,
             students=students, student_variables=student_variables, constants=constants,
-            weights=weights)
+            weights=weights, targets=targets)
     updates, est_opt = optimizers["estimators"].update(grads, est_opt, est_params)
     est_params = optax.apply_updates(est_params, updates)
     out = {"estimator_loss": loss, "estimator_grad_norm": optax.tree.norm(grads),
            **{f"L_{name}": value for name, value in terms.items()}}
+    if num_classes:  # how often each teacher's argmax is the assigned class
+      out["photo_target_hit"] = jnp.mean((pairs[2] == targets).astype(jnp.float32))
+      out["sketch_target_hit"] = jnp.mean(
+          (pairs[3] == teachers.sketch_of_photo(num_classes)[targets]).astype(jnp.float32))
     return (est_params, est_state, est_opt), (out, pairs)
 
   carry = (params["estimators"], model_state["estimators"], opt_state["estimators"])
@@ -451,8 +502,7 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
     last_pairs = jax.tree.map(lambda x: x[-1], pairs)
     per_step = jax.tree.map(jnp.mean, per_step)
   elif schedule.estimator == "inversion":
-    num_classes = jax.eval_shape(teachers.photo, constants, jnp.zeros(
-        (1, schedule.inversion_size, schedule.inversion_size, 3)))[0].shape[-1]
+    num_classes = photo_classes(teachers, constants, schedule.inversion_size)
     last_pairs, per_step = invert_pairs(
         rng, constants, teachers=teachers, students=students,
         student_variables=student_variables, weights=weights, num_classes=num_classes,

@@ -3,6 +3,8 @@
 Estimator terms (each on one modality's teacher outputs; the estimator loss
 sums the photo and the sketch term):
   one_hot_loss        L_oh: cross-entropy of the logits with their own argmax (DAFL);
+  class_target_loss   ours: L_oh of class-conditional estimators, cross-entropy
+                      with the class each noise vector was assigned;
   info_entropy_loss   L_ie: sum_c p̄_c log10 p̄_c of the batch-mean softmax (the
                       code's log10; minimising it spreads the classes);
   activation_loss     L_a: minus the mean |feature| (DAFL);
@@ -35,6 +37,12 @@ def one_hot_loss(logits: jax.Array) -> jax.Array:
   """[B, C] -> mean CE(logits, argmax logits) (the pseudo-label carries no gradient)."""
   labels = jax.lax.stop_gradient(jnp.argmax(logits, axis=-1))
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def class_target_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """[B, C], int [B] -> mean CE(logits, targets) (ours: L_oh with an assigned
+  class in place of the argmax; `crossx_dfl.Schedule.conditional_classes`)."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, targets))
 
 
 def info_entropy_loss(logits: jax.Array) -> jax.Array:

@@ -12,6 +12,15 @@ parameters, as ordinary products (XLA CPU's gradient of the dilated form is
 three), `width` the base width (224 official; 16-32 for CPU runs).
 BatchNorm is torch's (momentum 0.1 = flax 0.9, eps 1e-5); in training it uses
 the batch statistics and updates "batch_stats".
+
+`num_classes > 0` (ours, not the paper's): a class-conditional estimator. A
+learned class embedding (one latent_dim vector a class, N(0, 1) init so the
+class weighs as much as the noise at the start) is added to the noise before
+the first layer. Why: the unconditional estimators collapse to one teacher
+class for every noise vector from their initialisation on (WORKSPACE, "the
+collapse diagnosis"); with a class input each noise vector can be aimed at a
+class. With `num_classes == 0` (default) the module and its parameters are
+the official ones, bit for bit.
 """
 
 from __future__ import annotations
@@ -35,12 +44,15 @@ class Estimator(nn.Module):
       (official 224, so 1792 at 4x4).
     output_size: image side, 4 * 2**stages (official 64).
     channels: output channels (3).
+    num_classes: ours: > 0 makes the estimator class-conditional (`labels`
+      required), 0 the official unconditional estimator.
   """
 
   latent_dim: int = 1000
   width: int = 224
   output_size: int = 64
   channels: int = 3
+  num_classes: int = 0
 
   @property
   def stages(self) -> int:
@@ -51,9 +63,22 @@ class Estimator(nn.Module):
     return stages
 
   @nn.compact
-  def __call__(self, noise: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, noise: jax.Array, labels: jax.Array | None = None, *,
+               train: bool = False) -> jax.Array:
+    """noise [B, latent_dim]; labels int[B] in [0, num_classes) for a
+    class-conditional estimator, None otherwise."""
     if noise.ndim != 2 or noise.shape[1] != self.latent_dim:
       raise ValueError(f"Estimator expects noise [B, {self.latent_dim}], got {noise.shape}")
+    if self.num_classes:
+      if labels is None or labels.shape != noise.shape[:1]:
+        raise ValueError(f"a class-conditional Estimator (num_classes={self.num_classes}) "
+                         f"needs labels [{noise.shape[0]}], got "
+                         f"{None if labels is None else labels.shape}")
+      embed = nn.Embed(self.num_classes, self.latent_dim,
+                       embedding_init=nn.initializers.normal(1.0), name="class_embedding")
+      noise = noise + embed(labels)
+    elif labels is not None:
+      raise ValueError("labels given to an unconditional Estimator (num_classes=0)")
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
     features = self.width * 2**(self.stages - 1)
     x = noise[:, None, None, :]

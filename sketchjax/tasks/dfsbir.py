@@ -145,23 +145,28 @@ def students_of(model: encoders.SketchPhotoEncoder, config: ml_collections.Confi
   return crossx_dfl.Students(encode, config.data.image_size, transform)
 
 
-def _estimator(config: ml_collections.ConfigDict) -> dcgan.Estimator:
+def _estimator(config: ml_collections.ConfigDict, num_classes: int = 0) -> dcgan.Estimator:
+  """The DCGAN estimator of `config.estimator`; class-conditional over
+  `num_classes` (the photo teacher's) when `config.dfl.class_conditional`."""
   e = config.estimator
-  return dcgan.Estimator(latent_dim=e.latent_dim, width=e.width, output_size=e.output_size)
+  return dcgan.Estimator(latent_dim=e.latent_dim, width=e.width, output_size=e.output_size,
+                         num_classes=num_classes if config.dfl.class_conditional else 0)
 
 
 def generate_fn(estimator: dcgan.Estimator, train: bool = True):
-  """(params, state, noise) -> ((photos, sketches), new state) of the two estimators."""
+  """(params, state, noise [, labels]) -> ((photos, sketches), new state) of the
+  two estimators (labels: int [B], class-conditional estimators only)."""
 
-  def generate(params, state, noise):
+  def generate(params, state, noise, labels=None):
     out, new_state = {}, {}
+    inputs = (noise,) if labels is None else (noise, labels)
     for modality in ("photo", "sketch"):
       variables = {"params": params[modality], **state[modality]}
       if train:
         out[modality], new_state[modality] = estimator.apply(
-            variables, noise, train=True, mutable=["batch_stats"])
+            variables, *inputs, train=True, mutable=["batch_stats"])
       else:
-        out[modality], new_state[modality] = estimator.apply(variables, noise), state[modality]
+        out[modality], new_state[modality] = estimator.apply(variables, *inputs), state[modality]
     return (out["photo"], out["sketch"]), new_state
 
   return generate
@@ -175,7 +180,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   if dfl.batch_size % mesh.shape[mesh_lib.DATA_AXIS]:
     raise ValueError(f"dfl.batch_size={dfl.batch_size} must divide over the "
                      f"{mesh.shape[mesh_lib.DATA_AXIS]} devices of the data axis")
-  estimator = _estimator(config)
+  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
+  estimator = _estimator(config, num_classes)
   optimizers = {
       "estimators": optax.sgd(dfl.estimator_learning_rate, momentum=0.9),
       "students": optax.sgd(optax.cosine_decay_schedule(dfl.student_learning_rate,
@@ -190,8 +196,10 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
     student_vars = initial()
     student_params, student_state = encoders.split_params(student_vars)
     photo_rng, sketch_rng, queue_rng = jax.random.split(rng, 3)
-    noise = jnp.zeros((1, config.estimator.latent_dim))
-    est = {"photo": estimator.init(photo_rng, noise), "sketch": estimator.init(sketch_rng, noise)}
+    inputs = (jnp.zeros((1, config.estimator.latent_dim)),
+              *((jnp.zeros(1, jnp.int32),) if estimator.num_classes else ()))
+    est = {"photo": estimator.init(photo_rng, *inputs),
+           "sketch": estimator.init(sketch_rng, *inputs)}
     embed_dim = jax.eval_shape(
         lambda v: students.apply(v, jnp.zeros((1, config.data.image_size,
                                                config.data.image_size, 3)),
@@ -213,7 +221,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
       official_queue=dfl.official_queue, estimator=dfl.estimator,
       inversion_size=dfl.inversion_size, inversion_learning_rate=dfl.inversion_learning_rate,
       refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size,
-      gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std)
+      gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std,
+      conditional_classes=estimator.num_classes)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):
@@ -329,10 +338,14 @@ def _save_figures(config, workdir, params, state, teachers, constants, students,
                          config, mesh, workdir / "retrieval.png")
   if config.dfl.estimator != "dcgan":  # The inversion's pixels are not kept: no DCGAN to draw.
     return
-  generate = generate_fn(_estimator(config), train=False)
-  noise = jax.random.normal(jax.random.key(config.seed + 1),
-                            (max(64, config.dfl.batch_size), config.estimator.latent_dim))
-  (photos, sketches), _ = jax.jit(generate)(params["estimators"], state["estimators"], noise)
+  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
+  estimator = _estimator(config, num_classes)
+  generate = generate_fn(estimator, train=False)
+  count = max(64, config.dfl.batch_size)
+  noise = jax.random.normal(jax.random.key(config.seed + 1), (count, config.estimator.latent_dim))
+  labels = (jnp.arange(count) % num_classes,) if estimator.num_classes else ()
+  (photos, sketches), _ = jax.jit(generate)(params["estimators"], state["estimators"], noise,
+                                            *labels)
   photo_labels = jnp.argmax(teachers.photo(constants, photos)[0], -1)
   sketch_labels = jnp.argmax(teachers.sketch(constants, sketches)[0], -1)
   dfsbir_figures.save_reconstructions(workdir / "reconstructions.png", *jax.device_get(

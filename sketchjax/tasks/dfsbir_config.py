@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.dfl.inversion_learning_rate = 0.05  # inversion: Adam on the pixels
   c.dfl.refine_steps = 0  # ours: adversarial refinement steps on the pairs (0 = off)
   c.dfl.refine_step_size = 0.02  # per step, in [-1, 1] pixel units
+  # ours, not the paper's: class-conditional DCGAN estimators, each noise vector
+  # aimed at an assigned class (L_oh to it), against the class collapse
+  c.dfl.class_conditional = False
   # The paper's baselines (spec 2.8; variants gaussian, unimodal, metadata, alternative):
   c.dfl.statistics = 0.0  # meta-data: weight of the teachers' feature-statistics loss
   c.dfl.gaussian_std = 0.5  # gaussian: pixel std before clipping to [-1, 1]
