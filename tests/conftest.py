@@ -18,6 +18,26 @@ jax.config.update("jax_compilation_cache_dir",
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+# The files that take minutes (subprocess trainings, multi-process runs), longest first.
+# With `--dist loadfile` a file runs whole on one worker; xdist's default queue is by
+# number of tests, which put these few-test files last and left one worker running them
+# alone at the end. Longest first, the two workers end together.
+LONGEST_FIRST = ("test_resume.py", "test_zse_training.py", "test_dfsbir.py",
+                 "test_sbir_e2e.py", "test_multiprocess.py", "test_attribution_task.py",
+                 "test_classify_e2e.py", "test_soft_rasterize.py", "test_attribution.py",
+                 "test_retrieval_attribution.py", "test_mobilenet_v2.py",
+                 "test_vector_attack.py", "test_quickdraw_folders.py", "test_bad_input_cli.py")
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the order below
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within files
+
 
 def need(path: pathlib.Path) -> pathlib.Path:
   """`path`, or skip the test with the reason where it is absent."""

@@ -140,11 +140,18 @@ def test_bad_queries_and_workdirs_fail_clearly(trained, tmp_path):
 
 def test_training_from_the_tfds_build(data_dir, tmp_path):
   """data.source=tfds: the split is written once as array_record and trained from;
-  the pairs are the same as from the files (same first loss)."""
+  the pairs are the same as from the files (same first loss). The data folder is a
+  tree of links to three Sketchy classes, so the build holds a small whole split."""
+  small = tmp_path / "data" / "sketchy"
+  for modality in ("photo", "sketch"):
+    (small / modality).mkdir(parents=True)
+    for name in ("airplane", "cat", "zebra"):
+      (small / modality / name).symlink_to(data_dir / "sketchy" / modality / name)
   losses = {}
   for source in ("files", "tfds"):
     config = _config("train")
-    config.data.update(source=source, classes="", tfds_dir=str(tmp_path / "tfds"))
+    config.data.update(source=source, classes="", dir=str(small.parent),
+                       tfds_dir=str(tmp_path / "tfds"))
     config.train.update(num_steps=1, log_every=1, eval_every=100)
     sbir.run(config, str(tmp_path / source))
     losses[source] = _rows(tmp_path / source, "train")[0]["loss"]

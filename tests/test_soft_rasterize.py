@@ -2,6 +2,7 @@
 gradients against finite differences, opacities and compositing."""
 
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -71,13 +72,14 @@ def test_gradients_match_finite_differences():
   weights = jax.random.uniform(jax.random.key(0), (12, 12))
   num_segments = sr.count_segments(lens)
 
+  @jax.jit
   def f(xy, stroke_opacity, segment_opacity):
     image = sr.soft_rasterize(xy, lens, SMALL, stroke_opacity=stroke_opacity,
                               segment_opacity=segment_opacity, num_segments=num_segments)
     return jnp.sum(image * weights)
 
   args = (jnp.asarray(xy), jnp.full(3, 0.7), jnp.full(num_segments, 0.6))
-  grads = jax.grad(f, argnums=(0, 1, 2))(*args)
+  grads = jax.jit(jax.grad(f, argnums=(0, 1, 2)))(*args)
   for i, grad in enumerate(grads):
     direction = jax.random.normal(jax.random.key(i + 1), args[i].shape)
     eps = 1e-2
@@ -131,6 +133,7 @@ def test_tile_culling_draws_the_same_image_and_gradients(tile):
   num_pairs = sr.tile_pair_budget(xy, lens, settings)
   assert num_pairs < num_segments * sr._tiles_per_side(settings)**2 or tile == 12
 
+  @functools.partial(jax.jit, static_argnums=2)  # one compile each, not op-by-op
   def draw(xy, opacity, pairs):
     return sr.soft_rasterize(xy, lens, settings, segment_opacity=opacity,
                              num_segments=num_segments, num_pairs=pairs)
