@@ -10,8 +10,8 @@ import pytest
 from sketchjax.models import conv_transpose
 
 CASES = [(1, (2, 1, 1, 7), 5, ((3, 3), (3, 3))),  # noise projection
-         (2, (2, 3, 3, 4), 6, ((2, 2), (2, 2))),  # an odd side
-         (2, (1, 4, 4, 3), 2, ((2, 2), (2, 2)))]
+         (2, (2, 3, 3, 4), 6, ((2, 2), (2, 2))),  # an odd side, one product a phase
+         (2, (1, 8, 8, 3), 2, ((2, 2), (2, 2)))]  # one product for all phases
 
 
 @pytest.mark.parametrize("stride, shape, features, padding", CASES)
