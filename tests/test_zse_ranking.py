@@ -70,6 +70,27 @@ def test_ca_ret_is_the_cosine_of_the_pair_cross_attention_ret_tokens(tiny):
   assert np.abs(scores - sa).max() > 1e-3
 
 
+@pytest.mark.parametrize("score, fp16", [("rn", False), ("rn", True), ("ca_ret", False)])
+def test_tiles_score_as_the_pair_scorer_on_every_pair(tiny, score, fp16):
+  """pair_score_tile (pair_logits_tile inside) gives pair_scorer's numbers on the repeated
+  pairs, padding rows and columns cut off."""
+  tile = zse_ranking.pair_score_tile(tiny["model"], tiny["params"], tiny["rows"]["sketch"],
+                                     tiny["rows"]["photo"], tiny["features"]["sketch"],
+                                     tiny["features"]["photo"], tile=2, chunk=3, score=score,
+                                     fp16_scores=fp16)
+  got = _tile_scores(tile, 2)
+  scorer = zse_ranking.pair_scorer(tiny["model"], tiny["features"]["sketch"],
+                                   tiny["features"]["photo"], score, fp16)
+  want = np.asarray(scorer(tiny["params"], np.repeat(tiny["rows"]["sketch"], NG, 0),
+                           np.tile(tiny["rows"]["photo"], (NQ, 1)))).reshape(NQ, NG)
+  assert got.shape == (NQ, NG)
+  if fp16:  # sigmoid scores rounded to float16 (one float16 step apart at most)
+    np.testing.assert_array_equal(got, got.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(got, want, atol=2.0 ** -11)
+  else:
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_fp16_scores_only_for_rn(tiny):
   with pytest.raises(ValueError, match="RN score only"):
     zse_ranking.pair_scorer(tiny["model"], tiny["features"]["sketch"],

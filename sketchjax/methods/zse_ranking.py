@@ -6,8 +6,9 @@ each item's self-attention features and its CA projections depend on the item
 alone (`ZseSbir.encode`, `ZseSbir.project`). So every test sketch and photo is
 encoded and projected once (`ItemFeatures`), kept on the host as one flat
 float32 row an item, and `pair_score_tile` scores a tile of sketch queries
-against the whole gallery in chunks of photos (`ZseSbir.pair_logits` on the
-tile x chunk pairs). Two pair scores (`PAIR_SCORES`):
+against the whole gallery in chunks of photos (`ZseSbir.pair_logits_tile` on
+the tile x chunk pairs: the cross-attention per head over the whole tile, the
+numbers of `ZseSbir.pair_logits` on every pair). Two pair scores (`PAIR_SCORES`):
   "rn"      Ours-RN: float32 RN logits before the sigmoid (a monotone map: the
             ranking of the sigmoid scores without their float32 ties near 1);
             `fp16_scores=True` is the official code's ranking (the whole model
@@ -70,24 +71,50 @@ class ItemFeatures:
     return jax.vmap(self._unravel_one)(rows)
 
 
-def pair_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
-                photo_features: ItemFeatures, score: str = "rn", fp16_scores: bool = False):
-  """Jitted (params, sketch rows [P, F], photo rows [P, F]) -> float32 [P], the `score`
-  ("rn" or "ca_ret", module doc) of pair i = (sketch row i, photo row i)."""
+def _check_score(score: str, fp16_scores: bool) -> None:
   if score not in PAIR_SCORES:
     raise ValueError(f"score must be one of {PAIR_SCORES}, got {score!r}")
   if fp16_scores and score != "rn":
     raise ValueError("fp16_scores (the code's fp16 sigmoid) applies to the RN score only")
 
+
+def _pair_score(logits: jax.Array, aux: dict, score: str, fp16_scores: bool) -> jax.Array:
+  """The `score` of pairs from `pair_logits` (or `pair_logits_tile`) outputs, float32 [...]."""
+  if score == "ca_ret":
+    return jnp.sum(unit(aux["ca_ret_sketch"]) * unit(aux["ca_ret_photo"]), axis=-1)
+  if fp16_scores:
+    return jax.nn.sigmoid(logits).astype(jnp.float16).astype(jnp.float32)
+  return logits
+
+
+def pair_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
+                photo_features: ItemFeatures, score: str = "rn", fp16_scores: bool = False):
+  """Jitted (params, sketch rows [P, F], photo rows [P, F]) -> float32 [P], the `score`
+  ("rn" or "ca_ret", module doc) of pair i = (sketch row i, photo row i)."""
+  _check_score(score, fp16_scores)
+
   @jax.jit
   def scores(params, sketch_rows, photo_rows):
     logits, aux = model.apply({"params": params}, sketch_features.unflatten(sketch_rows),
                               photo_features.unflatten(photo_rows), method=model.pair_logits)
-    if score == "ca_ret":
-      return jnp.sum(unit(aux["ca_ret_sketch"]) * unit(aux["ca_ret_photo"]), axis=-1)
-    if fp16_scores:
-      return jax.nn.sigmoid(logits).astype(jnp.float16).astype(jnp.float32)
-    return logits
+    return _pair_score(logits, aux, score, fp16_scores)
+
+  return scores
+
+
+def tile_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
+                photo_features: ItemFeatures, score: str = "rn", fp16_scores: bool = False):
+  """Jitted (params, sketch rows [t, F], photo rows [c, F]) -> float32 [t, c], the `score` of
+  every pair (sketch row i, photo row j): `pair_scorer`'s numbers (up to float32 rounding)
+  through `ZseSbir.pair_logits_tile`, the CA attention per head over the whole tile."""
+  _check_score(score, fp16_scores)
+
+  @jax.jit
+  def scores(params, sketch_rows, photo_rows):
+    logits, aux = model.apply({"params": params}, sketch_features.unflatten(sketch_rows),
+                              photo_features.unflatten(photo_rows),
+                              method=model.pair_logits_tile)
+    return _pair_score(logits, aux, score, fp16_scores)
 
   return scores
 
@@ -118,13 +145,7 @@ def pair_score_tile(model: zse_sbir.ZseSbir, params: Any, sketches: np.ndarray,
   num_gallery = len(photos)
   padded = -(-num_gallery // chunk) * chunk
   gallery = jnp.asarray(np.pad(photos, ((0, padded - num_gallery), (0, 0))))
-  scores = pair_scorer(model, sketch_features, photo_features, score, fp16_scores)
-
-  @jax.jit
-  def score_chunk(params, queries, photo_rows):
-    t, c = queries.shape[0], photo_rows.shape[0]
-    pairs = scores(params, jnp.repeat(queries, c, axis=0), jnp.tile(photo_rows, (t, 1)))
-    return pairs.reshape(t, c)
+  score_chunk = tile_scorer(model, sketch_features, photo_features, score, fp16_scores)
 
   def score_tile(start: int, stop: int) -> jax.Array:
     queries = _padded_queries(sketches, start, stop, tile)

@@ -24,7 +24,8 @@ CA layer (`model/ca.py::EncoderLayer`, post-LN): H = LN'(own + Drop(MHA(q, k, v)
 out = LN'(H + Drop(FFN(H))), FFN = Linear -> ReLU -> Drop -> Linear, dropout also on the attention
 probabilities, LN'(x) = a (x - mean) / (std_unbiased + 1e-6) + b (`CodeLayerNorm`). Which tokens
 give q, k and v is `ZseSbir.ca_convention`'s business; the layer takes projected q/k/v so that
-each item's projections can be computed once (spec 3.6).
+each item's projections can be computed once (spec 3.6); `CrossAttentionLayer.tile` runs it in
+eval mode on every pair of a tile of query items x key items at once (`attend_tile`, ours).
 """
 
 from __future__ import annotations
@@ -62,12 +63,37 @@ def _heads(features: int, heads: int, name: str, dtype: Any) -> nn.DenseGeneral:
                          name=name)
 
 
+def _softmax(logits: jax.Array, head_dim: int) -> jax.Array:
+  """softmax(logits / sqrt(head_dim)) over the last axis, in float32."""
+  return jax.nn.softmax(logits.astype(jnp.float32) / math.sqrt(head_dim), axis=-1)
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
   """q [B, Tq, h, d], k [B, Tk, h, d], v [B, Tk, h, d] -> (probabilities
   P = softmax(q k^T / sqrt d) float32[B, h, Tq, Tk], P v [B, Tq, h, d]); softmax in float32."""
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
-  probs = jax.nn.softmax(logits, axis=-1)
+  probs = _softmax(jnp.einsum("bqhd,bkhd->bhqk", q, k), q.shape[-1])
   return probs, jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def attend_tile(q: jax.Array, k: jax.Array, v: jax.Array, value_of: str) -> jax.Array:
+  """`attend`'s P v for every pair (query item a, key item b) of a tile, without copying q, k
+  or v per pair (ours): q [A, T, h, d], k [B, Tk, h, d], v [A, Tk, h, d] (value_of="query":
+  the query item's own values, the code's CA convention) or [B, Tk, h, d] ("key": the key
+  item's, the figure's) -> [A, B, T, h, d], equal to `attend(q[a], k[b], v[a or b])[1]`.
+
+  Each head's logits are one product of all A*T queries with all B*Tk keys, laid out so that
+  its P v is one product per value item (batched over head and value item, the head-major
+  layout XLA CPU runs fastest; `attend` on repeated pairs is a batch of A*B small products)."""
+  if value_of not in ("query", "key"):
+    raise ValueError(f"value_of must be 'query' or 'key', got {value_of!r}")
+  if value_of == "query" and v.shape[1] != k.shape[1]:
+    raise ValueError(f"value_of='query' needs as many values as keys, got {v.shape[1]} values "
+                     f"and {k.shape[1]} keys")
+  if value_of == "query":
+    probs = _softmax(jnp.einsum("aqhd,bkhd->haqbk", q, k), q.shape[-1]).astype(v.dtype)
+    return jnp.einsum("haqbk,akhd->haqbd", probs, v).transpose(1, 3, 2, 0, 4)
+  probs = _softmax(jnp.einsum("aqhd,bkhd->hbaqk", q, k), q.shape[-1]).astype(v.dtype)
+  return jnp.einsum("hbaqk,bkhd->hbaqd", probs, v).transpose(2, 1, 3, 0, 4)
 
 
 class SelfAttentionBlock(nn.Module):
@@ -217,10 +243,25 @@ class CrossAttentionLayer(nn.Module):
     probs, _ = attend(q, k, v)
     dropped = self.drop(probs, deterministic=not train).astype(v.dtype)
     heads = jnp.einsum("bhqk,bkhd->bqhd", dropped, v)
+    return self._output(residual, heads, train=train), probs
+
+  def tile(self, residual: jax.Array, q: jax.Array, k: jax.Array, v: jax.Array, *,
+           value_of: str) -> jax.Array:
+    """Eval mode (no dropout), every pair (query item a, key item b) at once: residual
+    [A, T, D] and q [A, T, h, d] of the query items, k [B, Tk, h, d] of the key items, v of
+    the query items [A, Tk, h, d] (value_of="query") or of the key items [B, Tk, h, d] ("key")
+    -> output [A, B, T, D], pair (a, b) equal to `__call__` on (residual[a], q[a], k[b],
+    v[a or b]) (`attend_tile`)."""
+    heads = attend_tile(q, k, v, value_of)
+    return self._output(residual[:, None], heads, train=False)
+
+  def _output(self, residual: jax.Array, heads: jax.Array, *, train: bool) -> jax.Array:
+    """Residual [..., T, D] and the attention's P v [..., T, h, d] -> the layer's output
+    [..., T, D]: out projection, residual, LN', FFN, residual, LN'."""
     a = self.attention.output(heads)
     h = self.norm_attention(residual + self.drop(a, deterministic=not train))
     f = self.ffn_out(self.drop(nn.relu(self.ffn_in(h)), deterministic=not train))
-    return self.norm_ffn(h + self.drop(f, deterministic=not train)), probs
+    return self.norm_ffn(h + self.drop(f, deterministic=not train))
 
 
 def kernel_matrix(sketch: jax.Array, photo: jax.Array) -> jax.Array:

@@ -36,7 +36,9 @@ Uses: `apply(v, sketches, photos, train=...)` for training (pairs sketch i with 
 code's batch is sketches [s; s-], photos [p+; p-]); for ranking, each item's SA features once
 (`method=ZseSbir.encode`), each item's CA projections once (`method=ZseSbir.project`; spec 3.6:
 sketch W_q1, W_v1, W_k2, photo W_k1, W_q2, W_v2), then `method=ZseSbir.pair_logits` on any
-pairing of the two; the three steps give the same numbers as `__call__`.
+pairing of the two; the three steps give the same numbers as `__call__`. In eval mode,
+`method=ZseSbir.pair_logits_tile` scores every pair of t sketches x c photos at once (the same
+numbers, the CA attention per head over the whole tile; the ranking's path).
 
 CPU-sized variants keep every component: `zse_small` (a 192-wide, 4-block ViT tokenizer and SA)
 and `zse_mobilenet` (tokens from the ImageNet MobileNetV2 feature map, linearly projected and
@@ -266,6 +268,20 @@ class ZseSbir(nn.Module):
       x = tokens.reshape(batch, g, g, self.hidden)
     return self.anchor_conv(x).reshape(batch, -1, self.rn_dim)
 
+  def _ca_inputs(self, own: Features, other: Features) -> tuple[jax.Array, ...]:
+    """`project` outputs of an item and its partner -> the own side's CA layer's (residual,
+    q, k, v): v from the own item with the code's convention, the partner's with the
+    figure's."""
+    value = own["value"] if self.ca_convention == "code" else other["value"]
+    return own["tokens"], own["query"], other["key"], value
+
+  def _relation(self, anchors_s: jax.Array, anchors_p: jax.Array, *,
+                train: bool) -> tuple[jax.Array, jax.Array]:
+    """Anchors [B, A, C] of B pairs' sketch and photo sides -> (RN logits float32[B], kernel
+    float32[B, A, A])."""
+    kernel = za.kernel_matrix(anchors_s, anchors_p)
+    return self.rn(kernel.reshape(kernel.shape[0], -1), train=train), kernel
+
   def pair_logits(self, sketch: Features, photo: Features, *,
                   train: bool = False) -> tuple[jax.Array, Features]:
     """`project` outputs of B sketches and B photos -> (RN logit float32[B] of pair i =
@@ -274,19 +290,39 @@ class ZseSbir(nn.Module):
     "ca_attention_sketch" float32[B, h, T_s, T_p] (sketch queries over photo keys),
     "ca_attention_photo" [B, h, T_p, T_s], "anchors_sketch"/"_photo" [B, A, C], "kernel"
     float32[B, A, A], "kept_sketch"/"_photo", "scores" sigmoid(logit)})."""
-    code = self.ca_convention == "code"
-    out_s, attn_s = self.ca_sketch(sketch["tokens"], sketch["query"], photo["key"],
-                                   sketch["value"] if code else photo["value"], train=train)
-    out_p, attn_p = self.ca_photo(photo["tokens"], photo["query"], sketch["key"],
-                                  photo["value"] if code else sketch["value"], train=train)
+    out_s, attn_s = self.ca_sketch(*self._ca_inputs(sketch, photo), train=train)
+    out_p, attn_p = self.ca_photo(*self._ca_inputs(photo, sketch), train=train)
     anchors_s, anchors_p = self._anchor_tokens(out_s[:, 1:]), self._anchor_tokens(out_p[:, 1:])
-    kernel = za.kernel_matrix(anchors_s, anchors_p)
-    logits = self.rn(kernel.reshape(kernel.shape[0], -1), train=train)
+    logits, kernel = self._relation(anchors_s, anchors_p, train=train)
     return logits, {"ca_ret_sketch": out_s[:, 0], "ca_ret_photo": out_p[:, 0],
                     "ca_tokens_sketch": out_s, "ca_tokens_photo": out_p,
                     "ca_attention_sketch": attn_s, "ca_attention_photo": attn_p,
                     "anchors_sketch": anchors_s, "anchors_photo": anchors_p, "kernel": kernel,
                     "kept_sketch": sketch["kept"], "kept_photo": photo["kept"],
+                    "scores": jax.nn.sigmoid(logits)}
+
+  def pair_logits_tile(self, sketch: Features, photo: Features) -> tuple[jax.Array, Features]:
+    """Eval mode (no dropout): `project` outputs of t sketches and c photos -> (RN logits
+    float32[t, c] of every pair (sketch i, photo j), equal to `pair_logits` on the t * c
+    repeated / tiled pairs up to float32 rounding; {"ca_ret_sketch", "ca_ret_photo" [t, c, D],
+    "anchors_sketch"/"_photo" [t, c, A, C], "kernel" float32[t, c, A, A], "scores"}).
+
+    Ours (the numbers are the code's): the CA attention of each side is computed per head over
+    the whole tile (`CrossAttentionLayer.tile`), with no per-pair copies of the projections;
+    the rest (residual, LN', FFN, anchors, kernel, RN) per pair as `pair_logits`."""
+    value_of = "query" if self.ca_convention == "code" else "key"
+    out_s = self.ca_sketch.tile(*self._ca_inputs(sketch, photo), value_of=value_of)
+    out_p = self.ca_photo.tile(*self._ca_inputs(photo, sketch), value_of=value_of)
+    t, c = out_s.shape[:2]
+    pairs = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731 [a, b, ...] -> [a * b, ...]
+    anchors_s = self._anchor_tokens(pairs(out_s[:, :, 1:]))
+    anchors_p = self._anchor_tokens(pairs(out_p[:, :, 1:]))  # [c * t, A, C], photo-major
+    anchors_p = anchors_p.reshape(c, t, *anchors_p.shape[1:]).swapaxes(0, 1)
+    logits, kernel = self._relation(anchors_s, pairs(anchors_p), train=False)
+    logits = logits.reshape(t, c)
+    return logits, {"ca_ret_sketch": out_s[:, :, 0], "ca_ret_photo": out_p[:, :, 0].swapaxes(0, 1),
+                    "anchors_sketch": anchors_s.reshape(t, c, *anchors_s.shape[1:]),
+                    "anchors_photo": anchors_p, "kernel": kernel.reshape(t, c, *kernel.shape[1:]),
                     "scores": jax.nn.sigmoid(logits)}
 
   def __call__(self, sketches: jax.Array, photos: jax.Array, *,
