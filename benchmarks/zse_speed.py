@@ -12,7 +12,8 @@ each program jitted and warmed up once, medians of `--repeats`:
   [Ret] embedding SA forward of `--embed_batch` images to the [Ret] token (images/s);
   RN, cached      ours: every item's SA features and CA projections computed once
                   (zse_ranking.ItemFeatures), pairs scored in tiles of 20 sketches x
-                  `--chunk` photos (pairs/s of the scoring alone);
+                  `--chunk` photos (zse_ranking.pair_score_tile: the CA attention per head
+                  over the whole tile; pairs/s of the scoring alone);
   RN, loop        the official validation loop's structure in JAX: one call = the SA of 20
                   photos recomputed (as the code does for every chunk of 20 sketches) and
                   their 400 pairs with 20 cached sketches (pairs/s);
@@ -145,9 +146,9 @@ def bench_ranking(model, params, size: int) -> dict:
   loop = jax.jit(loop_call)
   loop_s = timing.median_seconds(loop, lambda i: (params, jnp.asarray(sketch_rows),
                                             _images(50 + i, LOOP, size)), _REPEATS.value)
-  pair_args = (params, jnp.asarray(sketch_rows[:1].repeat(cached_pairs, 0)),
-               jnp.asarray(photo_rows[:1].repeat(cached_pairs, 0)))
-  flops = {"pair": _flops(scores, *pair_args) / cached_pairs,
+  tile_args = (params, jnp.asarray(sketch_rows), jnp.asarray(photo_rows))
+  flops = {"pair": _flops(zse_ranking.tile_scorer(model, sketches, photos), *tile_args)
+                   / cached_pairs,
            "item": _flops(jax.jit(photos.flat), params, _images(0, 1, size)),
            "loop_call": _flops(loop, params, jnp.asarray(sketch_rows), _images(0, LOOP, size))}
   out = {"ret_images_per_s": batch / ret_s, "items_per_s": LOOP / item_s,
