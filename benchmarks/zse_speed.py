@@ -3,6 +3,7 @@ the official loop's structure and the official PyTorch numbers.
 
   python benchmarks/zse_speed.py                       # ViT-B/16, 224 px, fp32 (official)
   python benchmarks/zse_speed.py --variant=zse_small --image_size=64 --repeats=1  # quick
+  python benchmarks/zse_speed.py --notraining          # the embedding and ranking rows only
 
 Random init (times do not depend on the weights), the network of configs/zse_sketchy.py:vit_b16,
 each program jitted and warmed up once, medians of `--repeats`:
@@ -59,6 +60,8 @@ import timing  # noqa: E402
 _VARIANT = flags.DEFINE_string("variant", "zse_vit_b16", "model.variant")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side (px).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of each program (median).")
+_TRAINING = flags.DEFINE_bool("training", True, "Time the training step (most of the run's "
+                              "time at the official sizes); --notraining: the ranking rows only.")
 _EMBED_BATCH = flags.DEFINE_integer("embed_batch", 20, "Images an embedding call.")
 _CHUNK = flags.DEFINE_integer("chunk", 20, "Photos a call of the cached RN scoring.")
 _MICROBATCHES = flags.DEFINE_integer(
@@ -171,7 +174,7 @@ def main(argv):
   params = jax.jit(lambda k: model.init(k, _images(0, 1, config.data.image_size),
                                         _images(1, 1, config.data.image_size)))(
                                             jax.random.key(0))["params"]
-  results = bench_training(model, config, params)
+  results = bench_training(model, config, params) if _TRAINING.value else {}
   results.update(bench_ranking(model, params, config.data.image_size))
   official = _VARIANT.value == "zse_vit_b16" and _IMAGE_SIZE.value == 224
   print(f"ZSE-SBIR {_VARIANT.value} at {_IMAGE_SIZE.value} px, fp32, "
@@ -186,10 +189,12 @@ def main(argv):
       ratio = f"   official {ref:8.2f} {unit}   ours {speedup:5.2f}x"
     print(f"  {label:44s} {value:10.3f} {unit}{ratio}")
 
-  row(f"training step (15 items, 60 images; {_MICROBATCHES.value} micro-batches)", results["train_step_s"], "s", "train_step_s", "lower")
-  row("  its buffers (XLA: args + outputs + temps)", results["train_buffers_gib"], "GiB")
-  row("  peak resident set after it", results["train_peak_rss_gib"], "GiB", "train_peak_gib",
-      "lower")
+  if _TRAINING.value:
+    row(f"training step (15 items, 60 images; {_MICROBATCHES.value} micro-batches)",
+        results["train_step_s"], "s", "train_step_s", "lower")
+    row("  its buffers (XLA: args + outputs + temps)", results["train_buffers_gib"], "GiB")
+    row("  peak resident set after it", results["train_peak_rss_gib"], "GiB", "train_peak_gib",
+        "lower")
   row("[Ret] embedding", results["ret_images_per_s"], "images/s", "ret_images_per_s")
   row("SA + CA projections of an item (ours, once)", results["items_per_s"], "items/s")
   row("RN scoring, features cached (ours)", results["rn_cached_pairs_per_s"], "pairs/s",
