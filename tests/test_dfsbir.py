@@ -237,8 +237,10 @@ def _setup():
               teachers=teachers, students=students, generate=generate, optimizers=optimizers)
 
 
-def _period(setup, mesh=None):
-  schedule = crossx_dfl.Schedule(estimator_steps=3, batch_size=BATCH, latent_dim=LATENT)
+def _period(setup, mesh=None, **schedule):
+  """One period of `setup`'s networks (3 estimator steps); schedule: Schedule overrides."""
+  schedule = crossx_dfl.Schedule(estimator_steps=3, batch_size=BATCH, latent_dim=LATENT,
+                                 **schedule)
   shard = (lambda x: x) if mesh is None else (lambda x: jax.lax.with_sharding_constraint(
       x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))))
   step = jax.jit(lambda p, s, o, c: crossx_dfl.period_update(

@@ -18,7 +18,7 @@ from sketchjax.methods import dfsbir_losses as L
 from sketchjax.models import dcgan
 from sketchjax.tasks import dfsbir
 from sketchjax.training import mesh as mesh_lib
-from test_dfsbir import BATCH, CLASSES, LATENT, SIZE, _config, _setup
+from test_dfsbir import BATCH, CLASSES, LATENT, SIZE, _config, _period, _setup
 
 
 def test_conditional_estimator_adds_a_class_embedding_to_the_noise():
@@ -150,22 +150,6 @@ def test_switch_off_gives_the_papers_one_hot_loss():
   # The default schedule is the paper's (3-argument generate, never given targets).
   default = crossx_dfl.Schedule(estimator_steps=1, batch_size=2, latent_dim=2)
   assert default.conditional_classes == 0
-
-
-def _period(setup, mesh=None, **schedule):
-  schedule = crossx_dfl.Schedule(estimator_steps=3, batch_size=BATCH, latent_dim=LATENT,
-                                 **schedule)
-  shard = (lambda x: x) if mesh is None else (lambda x: jax.lax.with_sharding_constraint(
-      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))))
-  step = jax.jit(lambda p, s, o, c: crossx_dfl.period_update(
-      p, s, o, jax.random.key(3), c, generate=setup["generate"], teachers=setup["teachers"],
-      students=setup["students"], weights=crossx_dfl.Weights(), schedule=schedule,
-      optimizers=setup["optimizers"], shard=shard))
-  args = (setup["params"], setup["state"], setup["opt_state"], setup["constants"])
-  if mesh is None:
-    return step(*args)
-  with jax.set_mesh(mesh):
-    return step(*args)
 
 
 def test_conditional_period_trains_the_class_embedding_and_logs_target_hits():
