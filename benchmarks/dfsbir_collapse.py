@@ -95,9 +95,9 @@ def diagnose(workdir: pathlib.Path) -> list[dict]:
   students = dfsbir.build_students(config)
   objective = dfsbir.dfl_objective(config, teachers, constants, students, mesh)
   batch = next(dfsbir.NoiseBatches(config.dfl.batch_size))
-  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
-  conditional = bool(config.dfl.class_conditional)
-  generate = dfsbir.generate_fn(dfsbir._estimator(config, num_classes))
+  estimator = dfsbir._estimator(config, teachers, constants)
+  num_classes, conditional = estimator.num_classes, bool(estimator.num_classes)
+  generate = dfsbir.generate_fn(estimator)
   student_fns = dfsbir.students_of(students, config)
   dfl = config.dfl
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,

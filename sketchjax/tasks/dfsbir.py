@@ -26,7 +26,7 @@ import dataclasses
 import functools
 import json
 import pathlib
-from typing import Sequence
+from typing import Any, Sequence
 from absl import logging
 import jax
 import jax.numpy as jnp
@@ -145,12 +145,15 @@ def students_of(model: encoders.SketchPhotoEncoder, config: ml_collections.Confi
   return crossx_dfl.Students(encode, config.data.image_size, transform)
 
 
-def _estimator(config: ml_collections.ConfigDict, num_classes: int = 0) -> dcgan.Estimator:
-  """The DCGAN estimator of `config.estimator`; class-conditional over
-  `num_classes` (the photo teacher's) when `config.dfl.class_conditional`."""
+def _estimator(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teachers | None = None,
+               constants: Any = None) -> dcgan.Estimator:
+  """The DCGAN estimator of `config.estimator`; with `config.dfl.class_conditional`,
+  class-conditional over the photo teacher's classes (`teachers`, `constants` needed)."""
   e = config.estimator
+  num_classes = (crossx_dfl.photo_classes(teachers, constants, e.output_size)
+                 if config.dfl.class_conditional else 0)
   return dcgan.Estimator(latent_dim=e.latent_dim, width=e.width, output_size=e.output_size,
-                         num_classes=num_classes if config.dfl.class_conditional else 0)
+                         num_classes=num_classes)
 
 
 def generate_fn(estimator: dcgan.Estimator, train: bool = True):
@@ -180,8 +183,7 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   if dfl.batch_size % mesh.shape[mesh_lib.DATA_AXIS]:
     raise ValueError(f"dfl.batch_size={dfl.batch_size} must divide over the "
                      f"{mesh.shape[mesh_lib.DATA_AXIS]} devices of the data axis")
-  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
-  estimator = _estimator(config, num_classes)
+  estimator = _estimator(config, teachers, constants)
   optimizers = {
       "estimators": optax.sgd(dfl.estimator_learning_rate, momentum=0.9),
       "students": optax.sgd(optax.cosine_decay_schedule(dfl.student_learning_rate,
@@ -338,12 +340,11 @@ def _save_figures(config, workdir, params, state, teachers, constants, students,
                          config, mesh, workdir / "retrieval.png")
   if config.dfl.estimator != "dcgan":  # The inversion's pixels are not kept: no DCGAN to draw.
     return
-  num_classes = crossx_dfl.photo_classes(teachers, constants, config.estimator.output_size)
-  estimator = _estimator(config, num_classes)
+  estimator = _estimator(config, teachers, constants)
   generate = generate_fn(estimator, train=False)
   count = max(64, config.dfl.batch_size)
   noise = jax.random.normal(jax.random.key(config.seed + 1), (count, config.estimator.latent_dim))
-  labels = (jnp.arange(count) % num_classes,) if estimator.num_classes else ()
+  labels = (jnp.arange(count) % estimator.num_classes,) if estimator.num_classes else ()
   (photos, sketches), _ = jax.jit(generate)(params["estimators"], state["estimators"], noise,
                                             *labels)
   photo_labels = jnp.argmax(teachers.photo(constants, photos)[0], -1)
