@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from sketchjax.data import soft_rasterize as sr
+from sketchjax.methods import unit_vectors
 
 LogitsOfKeep = Callable[[jax.Array], jax.Array]  # float[K] keep mask -> logits float[C]
 Margin = Callable[[jax.Array], jax.Array]  # xy float[S, P, 2] -> scalar, > 0 = flipped
@@ -131,7 +132,7 @@ def pgd_points(margin: Margin, xy: jax.Array, lens: jax.Array, radius: jax.Array
     delta, found = carry
     value, grad = value_and_grad(xy + delta)
     found = found | (value > 0)
-    direction = grad / jnp.maximum(jnp.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
+    direction = unit_vectors.unit(grad)
     moved = project(delta + step_size * direction, radius, real)
     return (jnp.where(found, delta, moved), found), None
 

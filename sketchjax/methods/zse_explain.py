@@ -41,7 +41,7 @@ import numpy as np
 
 from sketchjax.models import zse_attention as za
 from sketchjax.models import zse_sbir
-from sketchjax.methods.zse_ranking import unit
+from sketchjax.methods.unit_vectors import unit
 
 SIMILARITIES = ("sa_cosine", "ca_attention")
 

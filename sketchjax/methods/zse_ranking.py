@@ -41,6 +41,7 @@ import numpy as np
 
 from sketchjax.models import zse_sbir
 from sketchjax.methods import retrieval_metrics
+from sketchjax.methods.unit_vectors import unit
 
 PAIR_SCORES = ("rn", "ca_ret")
 
@@ -117,12 +118,6 @@ def tile_scorer(model: zse_sbir.ZseSbir, sketch_features: ItemFeatures,
     return _pair_score(logits, aux, score, fp16_scores)
 
   return scores
-
-
-def unit(x: jax.Array) -> jax.Array:
-  """Rows [..., D] over max(norm, 1e-12) in float32 (torch's F.normalize)."""
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def _padded_queries(sketches: np.ndarray, start: int, stop: int, tile: int) -> jax.Array:

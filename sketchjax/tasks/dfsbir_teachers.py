@@ -49,6 +49,7 @@ from sketchjax.data import imagenet_classes
 from sketchjax.data import sbir_splits
 from sketchjax.methods import crossx_dfl
 from sketchjax.methods import feature_statistics
+from sketchjax.methods import unit_vectors
 from sketchjax.models import doodlenet
 from sketchjax.models import encoders
 from sketchjax.models import mobilenet_v2
@@ -192,7 +193,7 @@ def feature_embedding(model: encoders.ImageClassifier, size: int
   def embed(variables: Any, images: jax.Array) -> jax.Array:
     _, aux = model.apply(variables, crossx_dfl.resize(images, size), train=False)
     features = aux["features"]
-    return features / jnp.maximum(jnp.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+    return unit_vectors.unit(features)
 
   return embed
 

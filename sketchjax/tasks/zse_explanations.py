@@ -24,6 +24,7 @@ import numpy as np
 
 from sketchjax.data.formats import image_folders
 from sketchjax.data.image_items import ImageItem
+from sketchjax.methods import retrieval_metrics
 from sketchjax.methods import zse_explain
 from sketchjax.methods import zse_ranking
 from sketchjax.models import zse_sbir
@@ -50,8 +51,7 @@ def rank(model: zse_sbir.ZseSbir, params, queries: Sequence[ImageItem],
 
     q, g = (sbir.embed_images(ret_of(m), {"params": params}, items, config, mesh)
             for m, items in (("sketch", queries), ("photo", photos)))
-    unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # noqa: E731
-    scores = unit(q) @ unit(g).T
+    scores = retrieval_metrics.l2_normalize(q) @ retrieval_metrics.l2_normalize(g).T
   elif ranking == "rn":
     features = {m: zse_ranking.ItemFeatures(model, params, m) for m in ("sketch", "photo")}
     rows = [sbir.embed_images(features[m].flat, params, items, config, mesh)
