@@ -29,7 +29,9 @@ Which parts are whose:
                         on the inputs) before the student step;
                         `Schedule.conditional_classes`: class-conditional DCGAN
                         estimators, each noise vector aimed at an assigned
-                        class (a fix for the class collapse, not the paper's).
+                        class (a fix for the class collapse, not the paper's);
+                        `Schedule.mask_same_class_negatives`: InfoNCE without
+                        the queue keys of the pair's own teacher class.
 
 The paper's baselines (spec 2.8), each a switch here (the paper names them in
 its table and says little more; the readings are ours, see each switch):
@@ -254,13 +256,20 @@ def pair_by_labels(rng: jax.Array, photo_labels: jax.Array, sketch_labels: jax.A
 
 def student_loss(student_params: Any, student_state: Any, *, students: Students,
                  pairs: tuple, teachers: Teachers, constants: Any, queues: losses.Queues,
-                 metric: str, temperature: float) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
+                 metric: str, temperature: float, mask_same_class: bool = False
+                 ) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
   """L_metric of the student step on generated pairs (no gradient to the estimators):
   `metric` "info_nce" (vanilla.py), "proxy_anchor" (main.py) or "distillation"
   (the uni-modal baseline: `distillation_loss` per modality, no pairing).
+  mask_same_class (ours; InfoNCE, labelled queues): the queue keys whose
+  teacher label is the pair's (its teachers' argmax, `pairs`' labels, also
+  with class-conditional estimators) are no negatives; the share of queue keys
+  dropped is logged as "masked_negatives".
 
   Returns (loss, (metrics, new student state, (photo, sketch) embeddings)).
   """
+  if mask_same_class and metric != "info_nce":
+    raise ValueError(f"mask_same_class applies to InfoNCE students, not metric={metric!r}")
   photos, sketches, photo_labels, sketch_labels = jax.tree.map(jax.lax.stop_gradient, pairs)
   variables = {"params": student_params, **student_state}
   prepare = lambda x: students.input_transform(resize(x, students.image_size))
@@ -269,6 +278,7 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   (sketch, sketch_features), variables = students.encode(variables, "sketch",
                                                          prepare(sketches), train=True)
   new_state = {k: v for k, v in variables.items() if k != "params"}
+  extra = {}
   if metric == "distillation":
     if teachers.photo_proxies is None or teachers.sketch_proxies is None:
       raise ValueError("distillation students need both teachers' classifiers, with the "
@@ -277,6 +287,11 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
                               *teachers.photo_proxies(constants)) +
             distillation_loss(sketch_features, teachers.sketch(constants, sketches)[0],
                               *teachers.sketch_proxies(constants)))
+  elif metric == "info_nce" and mask_same_class:
+    loss = losses.queue_info_nce(photo, sketch, queues, temperature, photo_labels=photo_labels,
+                                 sketch_labels=sketch_labels)
+    masked = losses.same_class_negatives(queues, photo_labels, sketch_labels)
+    extra["masked_negatives"] = (jnp.mean(masked[0]) + jnp.mean(masked[1])) / 2
   elif metric == "info_nce":
     loss = losses.queue_info_nce(photo, sketch, queues, temperature)
   elif metric == "proxy_anchor":
@@ -290,7 +305,7 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   else:
     raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce', "
                      "'proxy_anchor' or 'distillation'")
-  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1))}
+  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1)), **extra}
   return loss, (metrics, new_state, (photo, sketch))
 
 
@@ -313,6 +328,10 @@ class Schedule:
     pair is aimed at one class by construction) and L_oh is the cross-entropy
     with it (`estimator_loss(targets=...)`); "dcgan" only. 0: the paper's
     unconditional estimators.
+  mask_same_class_negatives: ours, InfoNCE only: the queues (labelled, see
+    `losses.Queues`) also hold each key's teacher label, and the keys of the
+    pair's own class are no negatives (`student_loss(mask_same_class=True)`).
+    False: the paper's InfoNCE, every queue key a negative.
   The baselines' sources (no estimator; `estimator_steps` unused):
     "gaussian"  the Gaussian prior: photos and sketches drawn independently,
                 N(0, gaussian_std^2) per pixel clipped to [-1, 1], of side
@@ -336,6 +355,7 @@ class Schedule:
   gaussian_size: int = 32
   gaussian_std: float = 0.5
   conditional_classes: int = 0
+  mask_same_class_negatives: bool = False
 
 
 ESTIMATORS = ("dcgan", "inversion", "gaussian", "real")
@@ -532,10 +552,13 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
       student_loss, has_aux=True)(
           params["students"], model_state["students"], students=students, pairs=last_pairs,
           teachers=teachers, constants=constants, queues=model_state["queues"],
-          metric=schedule.metric, temperature=schedule.temperature)
+          metric=schedule.metric, temperature=schedule.temperature,
+          mask_same_class=schedule.mask_same_class_negatives)
   updates, student_opt = optimizers["students"].update(grads, opt_state["students"],
                                                        params["students"])
-  queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue)
+  labels = ({"sketch_labels": last_pairs[3], "photo_labels": last_pairs[2]}
+            if schedule.mask_same_class_negatives else {})
+  queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue, **labels)
   agreement = jnp.mean((last_pairs[2] == last_pairs[3]).astype(jnp.float32))
   metrics = {**per_step, **metrics, "loss": loss,
              "grad_norm": optax.tree.norm(grads), "teacher_label_agreement": agreement}

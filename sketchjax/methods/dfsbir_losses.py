@@ -17,7 +17,8 @@ sums the photo and the sketch term):
 Encoder (student) losses:
   queue_info_nce      InfoNCE of photo->sketch and sketch->photo with negatives
                       from two key queues (`Queues`, MoCo's without momentum
-                      encoder);
+                      encoder); ours, optional: negatives of the query's class
+                      dropped (`same_class_negatives`, labelled queues);
   proxy_anchor_loss   Proxy Anchor (pytorch-metric-learning's defaults, cosine)
                       with fixed proxies (the teacher's classifier weights).
 All take float32 arrays with the batch on axis 0; under `jit` over a global
@@ -88,49 +89,105 @@ def _unit(x: jax.Array, axis: int = -1) -> jax.Array:
 @flax.struct.dataclass
 class Queues:
   """Negative keys for InfoNCE: `sketch_keys` [K, D] (negatives of photo
-  queries), `photo_keys` [K, D], and `position` (int32 [], the next slot)."""
+  queries), `photo_keys` [K, D], and `position` (int32 [], the next slot).
+
+  Ours, for `same_class_negatives`: `sketch_labels`, `photo_labels` (int32 [K])
+  the teacher's class of each key (the sketch teacher's for sketch keys, the
+  photo teacher's for photo keys), -1 for the initial random keys; None (no
+  leaves: the official queues' pytree) when the queues are unlabelled.
+  """
 
   sketch_keys: jax.Array
   photo_keys: jax.Array
   position: jax.Array
+  sketch_labels: jax.Array | None = None
+  photo_labels: jax.Array | None = None
+
+  @property
+  def labelled(self) -> bool:
+    return self.sketch_labels is not None
 
   @classmethod
-  def random(cls, rng: jax.Array, size: int, dim: int) -> "Queues":
-    """Unit Gaussian keys, as the official queues start."""
+  def random(cls, rng: jax.Array, size: int, dim: int, labelled: bool = False) -> "Queues":
+    """Unit Gaussian keys, as the official queues start; labelled=True (ours)
+    adds labels -1 (no class) for them."""
     a, b = jax.random.split(rng)
+    labels = jnp.full((size,), -1, jnp.int32) if labelled else None
     return cls(_unit(jax.random.normal(a, (size, dim))), _unit(jax.random.normal(b, (size, dim))),
-               jnp.zeros((), jnp.int32))
+               jnp.zeros((), jnp.int32), labels, labels)
 
-  def push(self, sketch: jax.Array, photo: jax.Array, *, official: bool = False) -> "Queues":
+  def push(self, sketch: jax.Array, photo: jax.Array, *, official: bool = False,
+           sketch_labels: jax.Array | None = None,
+           photo_labels: jax.Array | None = None) -> "Queues":
     """The queues with the batch's keys [B, D] written at `position` (a ring;
     for B > K the last K rows). official=True reproduces MoCo's
     `_dequeue_and_enqueue` of the DF-SBIR code: nothing happens unless K % B == 0
-    (at the code's B = 512, K = 128: never, so the negatives stay random)."""
+    (at the code's B = 512, K = 128: never, so the negatives stay random).
+    Labelled queues (ours) need the keys' labels (int [B] each) and write them
+    at the same slots; unlabelled queues refuse them."""
+    if (sketch_labels is not None, photo_labels is not None) != (self.labelled,) * 2:
+      raise ValueError("labelled queues need both sketch_labels and photo_labels, unlabelled "
+                       f"queues take neither (these are labelled={self.labelled})")
     size, batch = self.sketch_keys.shape[0], sketch.shape[0]
     if official and size % batch:
       return self
     rows = min(batch, size)
     slots = (self.position + jnp.arange(rows)) % size
     write = lambda queue, keys: queue.at[slots].set(jax.lax.stop_gradient(keys[-rows:]))
+    labels = {}
+    if self.labelled:
+      labels = {"sketch_labels": write(self.sketch_labels, sketch_labels.astype(jnp.int32)),
+                "photo_labels": write(self.photo_labels, photo_labels.astype(jnp.int32))}
     return Queues(write(self.sketch_keys, sketch), write(self.photo_keys, photo),
-                  (self.position + rows) % size)
+                  (self.position + rows) % size, **labels)
+
+
+def same_class_negatives(queues: Queues, photo_labels: jax.Array, sketch_labels: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+  """Ours: which queue keys are of the pair's own class (bool [B, K] each).
+
+  Photo query i (negatives: sketch keys) -> sketch keys with sketch label ==
+  sketch_labels[i]; sketch query i (negatives: photo keys) -> photo keys with
+  photo label == photo_labels[i]: each compared in its key's teacher's classes,
+  the query's partner's label. Keys labelled -1 (the initial random ones) are
+  never of a class. photo_labels, sketch_labels: int [B], the pairs' teacher labels.
+  """
+  if not queues.labelled:
+    raise ValueError("same-class negatives need labelled queues (Queues.random(labelled=True))")
+  same = lambda labels, keys: (labels[:, None] == keys[None, :]) & (keys[None, :] >= 0)
+  return same(sketch_labels, queues.sketch_labels), same(photo_labels, queues.photo_labels)
 
 
 def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
-                   temperature: float = 0.07) -> jax.Array:
+                   temperature: float = 0.07, *, photo_labels: jax.Array | None = None,
+                   sketch_labels: jax.Array | None = None) -> jax.Array:
   """CE([u_p . sg(u_s), u_p . Q_s] / T, 0) + CE([u_s . sg(u_p), u_s . Q_p] / T, 0),
   batch means; photo, sketch [B, D] unit embeddings of the pairs (row i of
   both from the same noise), queues of [K, D] keys. The positive key carries
-  no gradient (the code's `k.detach()`)."""
+  no gradient (the code's `k.detach()`).
 
-  def one_way(query: jax.Array, key: jax.Array, negatives: jax.Array) -> jax.Array:
+  Ours, with the pairs' labels (int [B] each, both or neither; labelled
+  queues): the negatives of the query's class (`same_class_negatives`) leave
+  the softmax's denominator; a row whose negatives are all dropped has loss 0
+  (only the positive left) and no gradient.
+  """
+  if (photo_labels is None) != (sketch_labels is None):
+    raise ValueError("give both photo_labels and sketch_labels, or neither")
+  masks = ((None, None) if photo_labels is None else
+           same_class_negatives(queues, photo_labels, sketch_labels))
+
+  def one_way(query: jax.Array, key: jax.Array, negatives: jax.Array,
+              masked: jax.Array | None) -> jax.Array:
     positive = jnp.sum(query * jax.lax.stop_gradient(key), axis=-1, keepdims=True)
     logits = jnp.concatenate([positive, query @ negatives.T], axis=-1) / temperature
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-        logits, jnp.zeros(query.shape[0], jnp.int32)))
+    labels = jnp.zeros(query.shape[0], jnp.int32)
+    if masked is None:
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    keep = jnp.concatenate([jnp.ones_like(masked[:, :1]), ~masked], axis=-1)  # the positive stays
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels, where=keep))
 
-  return (one_way(photo, sketch, queues.sketch_keys) +
-          one_way(sketch, photo, queues.photo_keys))
+  return (one_way(photo, sketch, queues.sketch_keys, masks[0]) +
+          one_way(sketch, photo, queues.photo_keys, masks[1]))
 
 
 def proxy_anchor_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,

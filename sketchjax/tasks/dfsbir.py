@@ -210,7 +210,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
               "students": student_params}
     state = {"estimators": {m: {"batch_stats": v["batch_stats"]} for m, v in est.items()},
              "students": student_state,
-             "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim)}
+             "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim,
+                                                   labelled=dfl.mask_same_class_negatives)}
     return params, state
 
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
@@ -224,7 +225,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
       inversion_size=dfl.inversion_size, inversion_learning_rate=dfl.inversion_learning_rate,
       refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size,
       gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std,
-      conditional_classes=estimator.num_classes)
+      conditional_classes=estimator.num_classes,
+      mask_same_class_negatives=dfl.mask_same_class_negatives)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):

@@ -72,6 +72,9 @@ def base_config() -> ml_collections.ConfigDict:
   # ours, not the paper's: class-conditional DCGAN estimators, each noise vector
   # aimed at an assigned class (L_oh to it), against the class collapse
   c.dfl.class_conditional = False
+  # ours, not the paper's: InfoNCE without the queue keys of the pair's own teacher class
+  # (the queues store each key's teacher label; the paper's InfoNCE: every key a negative)
+  c.dfl.mask_same_class_negatives = False
   # The paper's baselines (spec 2.8; variants gaussian, unimodal, metadata, alternative):
   c.dfl.statistics = 0.0  # meta-data: weight of the teachers' feature-statistics loss
   c.dfl.gaussian_std = 0.5  # gaussian: pixel std before clipping to [-1, 1]
