@@ -340,13 +340,34 @@ def test_crossx_dfl_trains_evaluates_draws_and_resumes_exactly(teachers, tmp_pat
   train_rows = [r for r in rows if r["split"] == "train"]
   assert {"L_adversarial", "L_alignment", "L_modality", "teacher_label_agreement"} <= set(
       train_rows[-1])
-  # Resume from the checkpoint of step 2: both optimisers, the queues, the key.
-  resumed = tmp_path / "resumed"
+  _resumes_exactly(workdir, tmp_path / "resumed", *_teacher_flags(teachers))
+
+
+def _resumes_exactly(workdir, resumed, *flags):
+  """Resume a copy of `workdir` from the checkpoint of step 2 (both optimisers,
+  the queues, the key): the same state at step 4. Returns that state."""
   shutil.copytree(workdir, resumed)
   shutil.rmtree(resumed / "checkpoints" / "4")
-  _run(resumed, *_teacher_flags(teachers))
-  jax.tree.map(np.testing.assert_array_equal, _final_state(workdir, 4),
-               _final_state(resumed, 4))
+  _run(resumed, *flags)
+  final = _final_state(workdir, 4)
+  jax.tree.map(np.testing.assert_array_equal, final, _final_state(resumed, 4))
+  return final
+
+
+def test_masked_negatives_resume_exactly_with_the_queue_labels(teachers, tmp_path):
+  """dfl.mask_same_class_negatives (ours): the queues' labels are checkpointed
+  and resumed with the keys."""
+  flags = (*_teacher_flags(teachers), "dfl.mask_same_class_negatives=True")
+  _run(tmp_path / "dfl", *flags)
+  rows = [json.loads(l) for l in (tmp_path / "dfl" / "metrics.jsonl").read_text().splitlines()]
+  assert 0.0 <= [r for r in rows if r["split"] == "train"][-1]["masked_negatives"] <= 1.0
+  final = _resumes_exactly(tmp_path / "dfl", tmp_path / "resumed", *flags)
+  labels = {jax.tree_util.keystr(path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(final)
+            if "labels" in jax.tree_util.keystr(path)}
+  assert len(labels) == 2, labels.keys()
+  for leaf in labels.values():  # 4 periods of 8 pairs through 16 slots: every key a class's
+    assert leaf.shape == (16,) and np.all((leaf >= 0) & (leaf < 5))
 
 
 def test_teachers_of_other_classes_are_refused(teachers, tmp_path):
