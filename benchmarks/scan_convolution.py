@@ -1,5 +1,5 @@
 """A convolution and its gradients inside `lax.scan`, rolled and unrolled, against the same
-program outside a loop (why `training/microbatch.py` unrolls its loop on CPU).
+program outside a loop (the trade-off of `training/microbatch.py`'s `unroll`).
 
   python benchmarks/scan_convolution.py
 

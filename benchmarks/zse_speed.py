@@ -4,6 +4,7 @@ the official loop's structure and the official PyTorch numbers.
   python benchmarks/zse_speed.py                       # ViT-B/16, 224 px, fp32 (official)
   python benchmarks/zse_speed.py --variant=zse_small --image_size=64 --repeats=1  # quick
   python benchmarks/zse_speed.py --notraining          # the embedding and ranking rows only
+  python benchmarks/zse_speed.py --noranking           # the training step only
 
 Random init (times do not depend on the weights), the network of configs/zse_sketchy.py:vit_b16,
 each program jitted and warmed up once, medians of `--repeats`:
@@ -62,6 +63,8 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side (px).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of each program (median).")
 _TRAINING = flags.DEFINE_bool("training", True, "Time the training step (most of the run's "
                               "time at the official sizes); --notraining: the ranking rows only.")
+_RANKING = flags.DEFINE_bool("ranking", True, "Time the embedding and ranking rows; "
+                             "--noranking: the training step alone.")
 _EMBED_BATCH = flags.DEFINE_integer("embed_batch", 20, "Images an embedding call.")
 _CHUNK = flags.DEFINE_integer("chunk", 20, "Photos a call of the cached RN scoring.")
 _MICROBATCHES = flags.DEFINE_integer(
@@ -175,7 +178,8 @@ def main(argv):
                                         _images(1, 1, config.data.image_size)))(
                                             jax.random.key(0))["params"]
   results = bench_training(model, config, params) if _TRAINING.value else {}
-  results.update(bench_ranking(model, params, config.data.image_size))
+  if _RANKING.value:
+    results.update(bench_ranking(model, params, config.data.image_size))
   official = _VARIANT.value == "zse_vit_b16" and _IMAGE_SIZE.value == 224
   print(f"ZSE-SBIR {_VARIANT.value} at {_IMAGE_SIZE.value} px, fp32, "
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
@@ -195,22 +199,23 @@ def main(argv):
     row("  its buffers (XLA: args + outputs + temps)", results["train_buffers_gib"], "GiB")
     row("  peak resident set after it", results["train_peak_rss_gib"], "GiB", "train_peak_gib",
         "lower")
-  row("[Ret] embedding", results["ret_images_per_s"], "images/s", "ret_images_per_s")
-  row("SA + CA projections of an item (ours, once)", results["items_per_s"], "items/s")
-  row("RN scoring, features cached (ours)", results["rn_cached_pairs_per_s"], "pairs/s",
-      "rn_cached_pairs_per_s")
-  row("RN, official loop structure (in JAX)", results["rn_loop_pairs_per_s"], "pairs/s",
-      "rn_loop_pairs_per_s")
-  for name in TEST_SETS:
-    row(f"exact RN ranking, {name}", results[f"exact_pairs_per_s[{name}]"], "pairs/s",
+  if _RANKING.value:
+    row("[Ret] embedding", results["ret_images_per_s"], "images/s", "ret_images_per_s")
+    row("SA + CA projections of an item (ours, once)", results["items_per_s"], "items/s")
+    row("RN scoring, features cached (ours)", results["rn_cached_pairs_per_s"], "pairs/s",
+        "rn_cached_pairs_per_s")
+    row("RN, official loop structure (in JAX)", results["rn_loop_pairs_per_s"], "pairs/s",
         "rn_loop_pairs_per_s")
-  print(f"  GFLOP a pair: scoring {results['flops_pair_scoring'] / 1e9:.3f}, an item's "
-        f"encoding {results['flops_item'] / 1e9:.3f}, official loop "
-        f"{results['flops_pair_loop'] / 1e9:.3f}")
-  for name in TEST_SETS:
-    ours = results[f"exact_flops_pair[{name}]"]
-    print(f"    exact ranking, {name}: {ours / 1e9:.3f} GFLOP a pair "
-          f"({results['flops_pair_loop'] / ours:.2f}x fewer than the loop)")
+    for name in TEST_SETS:
+      row(f"exact RN ranking, {name}", results[f"exact_pairs_per_s[{name}]"], "pairs/s",
+          "rn_loop_pairs_per_s")
+    print(f"  GFLOP a pair: scoring {results['flops_pair_scoring'] / 1e9:.3f}, an item's "
+          f"encoding {results['flops_item'] / 1e9:.3f}, official loop "
+          f"{results['flops_pair_loop'] / 1e9:.3f}")
+    for name in TEST_SETS:
+      ours = results[f"exact_flops_pair[{name}]"]
+      print(f"    exact ranking, {name}: {ours / 1e9:.3f} GFLOP a pair "
+            f"({results['flops_pair_loop'] / ours:.2f}x fewer than the loop)")
   print(json.dumps({"variant": _VARIANT.value, "image_size": _IMAGE_SIZE.value, **results}))
 
 

@@ -26,7 +26,8 @@ def _loss(params, batch, rng):
   return loss, {"mean_pred": pred.mean()}
 
 
-def test_accumulated_gradients_equal_one_pass():
+@pytest.mark.parametrize("unroll", [False, True])
+def test_accumulated_gradients_equal_one_pass(unroll):
   rng = np.random.default_rng(0)
   params = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
   batch = {"x": rng.normal(size=(8, 3)).astype(np.float32),
@@ -36,7 +37,7 @@ def test_accumulated_gradients_equal_one_pass():
   (loss1, aux1), g1 = microbatch.value_and_grad(_loss, params, batch, key,
                                                 num_microbatches=1, num_shards=2)
   (loss4, aux4), g4 = jax.jit(lambda p, b: microbatch.value_and_grad(
-      _loss, p, b, key, num_microbatches=2, num_shards=2))(params, batch)
+      _loss, p, b, key, num_microbatches=2, num_shards=2, unroll=unroll))(params, batch)
   np.testing.assert_allclose(loss4, loss1, rtol=1e-6)
   np.testing.assert_allclose(aux4["mean_pred"], aux1["mean_pred"], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(g4["w"], g1["w"], rtol=1e-5)

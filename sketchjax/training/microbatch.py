@@ -8,12 +8,14 @@ activation memory of B / M. On CPU the smaller working set is also faster
 (SketchXAINet-Tiny at B = 100: M = 5 takes half the time and a quarter of the
 memory of M = 1; WORKSPACE.md).
 
-On CPU the micro-batch loop is unrolled (M copies of the step in the program):
-XLA CPU runs a convolution's weight gradient inside a while loop in a generic
-slow path, 14-44x the time of the same gradient outside one (a 3x3/2 conv,
-ZSE-SBIR's conv stem and patch embedding; `benchmarks/scan_convolution.py`),
-which made the ZSE-SBIR ViT-B step 2.3x slower than its micro-batches. The
-price is compile time growing with M. Elsewhere the loop stays rolled.
+`unroll=True` writes the loop out (M copies of the step in the program). On XLA
+CPU a convolution's weight gradient inside a while loop runs in a generic slow
+path, 14-46x the time of the same gradient outside one (`benchmarks/
+scan_convolution.py`; ZSE-SBIR's conv stem and patch embedding, MobileNetV2's
+depthwise convs), and unrolled it does not; but XLA CPU then keeps about M
+micro-batches' temporaries (ZSE-SBIR zse_small, M = 5: 2.08 GiB against 0.45;
+the ViT-B step went past 24 GiB), which defeats the point of micro-batches, so
+the loop stays rolled by default.
 
 Batch layout: arrays [B, ...] are sketch-major; arrays named `packed_*` are
 shard-major [D * M, ...] (the tokeniser packs each of the D * M consecutive
@@ -57,12 +59,13 @@ def split(batch: Batch, num_microbatches: int, num_shards: int) -> Batch:
 
 
 def value_and_grad(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array, *,
-                   num_microbatches: int, num_shards: int, unroll: bool | None = None):
+                   num_microbatches: int, num_shards: int, unroll: bool = False):
   """((mean loss, mean metrics), summed-then-averaged grads) over micro-batches.
 
   With one micro-batch this is exactly `jax.value_and_grad(loss_fn, has_aux=True)`.
   Micro-batch m uses the dropout key fold_in(rng, m). unroll: the micro-batch
-  loop unrolled (default: on the CPU backend only; module doc).
+  loop written out (module doc: faster convolution gradients on CPU, ~M times the
+  temporaries).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if num_microbatches == 1:
@@ -76,8 +79,6 @@ def value_and_grad(loss_fn: LossFn, params: Any, batch: Batch, rng: jax.Array, *
 
   shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), rng)
   (loss, metrics), grads = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-  if unroll is None:
-    unroll = jax.default_backend() == "cpu"
   (loss, metrics, grads), _ = jax.lax.scan(
       body, (loss, metrics, grads), (jnp.arange(num_microbatches), micro), unroll=unroll)
   scale = 1.0 / num_microbatches
