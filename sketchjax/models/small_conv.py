@@ -23,12 +23,20 @@ import jax.numpy as jnp
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _is_nhwc(dimension_numbers) -> bool:
-  if dimension_numbers is None:
+def is_plain_2d(lhs: jax.Array, dimension_numbers, feature_group_count: int,
+                batch_group_count: int, lhs_dilation: Sequence[int] | None,
+                rhs_dilation: Sequence[int] | None) -> bool:
+  """Whether a `lax.conv_general_dilated` call is a 2-D NHWC/HWIO convolution without
+  dilation or groups."""
+  if dimension_numbers is None or lhs.ndim != 4:
     return False
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
-    return dimension_numbers == lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC)
-  return tuple(dimension_numbers) == _NHWC
+    nhwc = dimension_numbers == lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC)
+  else:
+    nhwc = tuple(dimension_numbers) == _NHWC
+  return (nhwc and feature_group_count == 1 and batch_group_count == 1
+          and all(d == 1 for d in lhs_dilation or (1, 1))
+          and all(d == 1 for d in rhs_dilation or (1, 1)))
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -40,10 +48,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type=None) -> jax.Array:
   """`lax.conv_general_dilated`; NHWC/HWIO 2-D convolutions (no dilation, one group) whose
   output is smaller than the kernel on a side are computed as patches @ kernel."""
-  plain = (lhs.ndim == 4 and _is_nhwc(dimension_numbers) and feature_group_count == 1
-           and batch_group_count == 1 and all(d == 1 for d in lhs_dilation or (1, 1))
-           and all(d == 1 for d in rhs_dilation or (1, 1)))
-  if plain:
+  if is_plain_2d(lhs, dimension_numbers, feature_group_count, batch_group_count,
+                 lhs_dilation, rhs_dilation):
     kernel_hw = rhs.shape[:2]
     pads = (lax.padtype_to_pads(lhs.shape[1:3], kernel_hw, window_strides, padding)
             if isinstance(padding, str) else tuple(tuple(p) for p in padding))

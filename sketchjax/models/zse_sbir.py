@@ -25,12 +25,15 @@ or our judgement differs. Defaults are the code's:
 - RN: the code's 2401 -> 343 -> 49 -> 1 with ReLU and dropout; we return the logit before the
   sigmoid (fp32 ranking, spec 3.6) and the sigmoid as "scores".
 
-Other differences from the code, all ours: the SA LayerNorm eps is `sa_ln_eps` (1e-6, the eps
-Google's ViT-B/16 .npz was trained with; the code's torch LayerNorm uses 1e-5); parameter
-initialisation is Flax's (N(0, 0.02) linears) rather than torch's defaults; the code's unused third
-copy of the CA layer (`ca.py::Encoder.layers`, 3,940,096 parameters) is not built, so ViT-B/16 has
-98,240,536 parameters here against the official model's 102,180,632. Only N = 1 CA layer exists
-(the code's `args.number`), which is what makes each item's CA projections cacheable.
+Other differences from the code, all ours: the convolutions (conv stem, patch embedding, anchor
+conv) compute their weight gradients as products (`loop_conv`; XLA CPU's own is 14-46x slower
+inside the training step's micro-batch loop); the SA LayerNorm eps is `sa_ln_eps` (1e-6, the
+eps Google's ViT-B/16 .npz was trained with; the code's torch LayerNorm uses 1e-5); parameter
+initialisation is Flax's (N(0, 0.02) linears) rather than torch's defaults; the code's unused
+third copy of the CA layer (`ca.py::Encoder.layers`, 3,940,096 parameters) is not built, so
+ViT-B/16 has 98,240,536 parameters here against the official model's 102,180,632. Only N = 1
+CA layer exists (the code's `args.number`), which is what makes each item's CA projections
+cacheable.
 
 Uses: `apply(v, sketches, photos, train=...)` for training (pairs sketch i with photo i; the
 code's batch is sketches [s; s-], photos [p+; p-]); for ranking, each item's SA features once
@@ -59,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from sketchjax.models import mobilenet_v2, pretrained_weights
+from sketchjax.models import loop_conv, mobilenet_v2, pretrained_weights
 from sketchjax.models import zse_attention as za
 
 Variables = dict[str, Any]
@@ -84,7 +87,8 @@ class ConvStem(nn.Module):
     for i, width in enumerate(self.features):
       k, pad = (7, 3) if i == 0 else (3, 1)
       x = nn.Conv(width, (k, k), 2, padding=((pad, pad), (pad, pad)), use_bias=False,
-                  dtype=self.dtype, name=f"conv_{i}")(x)
+                  dtype=self.dtype, conv_general_dilated=loop_conv.conv_general_dilated,
+                  name=f"conv_{i}")(x)
       if i < len(self.features) - 1:
         x = nn.relu(x)
     return x
@@ -129,6 +133,7 @@ class SelfAttention(nn.Module):
     if self.tokenizer == "vit":
       p = self.patch_size
       x = nn.Conv(self.hidden, (p, p), (p, p), padding="VALID", dtype=self.dtype,
+                  conv_general_dilated=loop_conv.conv_general_dilated,
                   name="patch_embed")(images)
     else:
       x = MobileNetFeatures(self.dtype, name="mobilenet")(images)
@@ -226,7 +231,8 @@ class ZseSbir(nn.Module):
                                                 name=name)
     self.ca_sketch, self.ca_photo = layer("ca_sketch"), layer("ca_photo")  # code: layer1, layer2
     if not counts:
-      self.anchor_conv = nn.Conv(self.rn_dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype)
+      self.anchor_conv = nn.Conv(self.rn_dim, (2, 2), (2, 2), padding="VALID", dtype=self.dtype,
+                                 conv_general_dilated=loop_conv.conv_general_dilated)
     self.rn = za.RelationHead(self.anchors, self.dropout, self.dtype)
 
   def encode(self, images: jax.Array, modality: str, *, train: bool = False) -> Features:

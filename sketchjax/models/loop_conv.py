@@ -1,0 +1,77 @@
+"""Convolutions whose weight gradient is a matrix product, for layers trained inside a loop.
+
+XLA's CPU backend computes a convolution's weight gradient inside a while loop (the
+micro-batch `lax.scan` of training/microbatch.py) in a generic slow path: 14-46x the time
+of the same gradient outside a loop (benchmarks/scan_convolution.py; ZSE-SBIR's conv stem
+made its ViT-B training step 2.3x the time of its micro-batches). Written as the k x k
+patches of the input (`lax.conv_general_dilated_patches`) times the output gradient, the
+same sums run at ~0.9x in a loop (1.5x XLA's own outside one).
+
+`conv_general_dilated` has `lax.conv_general_dilated`'s signature, for
+`flax.linen.Conv(conv_general_dilated=...)`: for NHWC/HWIO 2-D convolutions without
+dilation or groups, the forward pass and the input gradient are lax's and the weight
+gradient is patches^T @ dy (the same sums, float32 rounding apart; tests/test_loop_conv.py);
+anything else is `lax.conv_general_dilated` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import functools
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from sketchjax.models import small_conv
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                         padding: str | Sequence[tuple[int, int]],
+                         lhs_dilation: Sequence[int] | None = None,
+                         rhs_dilation: Sequence[int] | None = None,
+                         dimension_numbers=None, feature_group_count: int = 1,
+                         batch_group_count: int = 1, precision=None,
+                         preferred_element_type=None) -> jax.Array:
+  """`lax.conv_general_dilated`, with the weight gradient as a product where it can be
+  (module doc)."""
+  plain = (small_conv.is_plain_2d(lhs, dimension_numbers, feature_group_count,
+                                  batch_group_count, lhs_dilation, rhs_dilation)
+           and precision is None and preferred_element_type is None)
+  if not plain:
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
+        precision=precision, preferred_element_type=preferred_element_type)
+  pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
+          if isinstance(padding, str) else padding)
+  return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in pads))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+          pads: tuple[tuple[int, int], ...]) -> jax.Array:
+  """x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, oh, ow, C_out]."""
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_NHWC)
+
+
+def _conv_fwd(x, kernel, strides, pads):
+  return _conv(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_bwd(strides, pads, residuals, dy):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(
+      lambda x: lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_NHWC), x)
+  (dx,) = input_vjp(dy)
+  kh, kw, c_in, c_out = kernel.shape
+  patches = lax.conv_general_dilated_patches(  # [B, oh, ow, C_in * kh * kw], channel-major
+      x, (kh, kw), strides, pads, dimension_numbers=_NHWC)
+  dw = jnp.einsum("bhwp,bhwo->po", patches, dy.astype(patches.dtype))
+  return dx, dw.reshape(c_in, kh, kw, c_out).transpose(1, 2, 0, 3).astype(kernel.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
