@@ -37,18 +37,16 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type=None) -> jax.Array:
   """`lax.conv_general_dilated`, with the weight gradient as a product where it can be
   (module doc)."""
-  plain = (small_conv.is_plain_2d(lhs, dimension_numbers, feature_group_count,
-                                  batch_group_count, lhs_dilation, rhs_dilation)
-           and precision is None and preferred_element_type is None)
-  if not plain:
+  pads = small_conv.plain_2d_pads(lhs, rhs, window_strides, padding, lhs_dilation,
+                                  rhs_dilation, dimension_numbers, feature_group_count,
+                                  batch_group_count)
+  if pads is None or precision is not None or preferred_element_type is not None:
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
-  pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
-          if isinstance(padding, str) else padding)
-  return _conv(lhs, rhs, tuple(window_strides), tuple(tuple(p) for p in pads))
+  return _conv(lhs, rhs, tuple(window_strides), pads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

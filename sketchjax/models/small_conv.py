@@ -23,20 +23,26 @@ import jax.numpy as jnp
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def is_plain_2d(lhs: jax.Array, dimension_numbers, feature_group_count: int,
-                batch_group_count: int, lhs_dilation: Sequence[int] | None,
-                rhs_dilation: Sequence[int] | None) -> bool:
-  """Whether a `lax.conv_general_dilated` call is a 2-D NHWC/HWIO convolution without
-  dilation or groups."""
+def plain_2d_pads(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
+                  padding: str | Sequence[tuple[int, int]], lhs_dilation: Sequence[int] | None,
+                  rhs_dilation: Sequence[int] | None, dimension_numbers,
+                  feature_group_count: int, batch_group_count: int
+                  ) -> tuple[tuple[int, int], ...] | None:
+  """For a `lax.conv_general_dilated` call that is a 2-D NHWC/HWIO convolution without
+  dilation or groups, its (lo, hi) padding of each spatial side; None for any other."""
   if dimension_numbers is None or lhs.ndim != 4:
-    return False
+    return None
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
     nhwc = dimension_numbers == lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), _NHWC)
   else:
     nhwc = tuple(dimension_numbers) == _NHWC
-  return (nhwc and feature_group_count == 1 and batch_group_count == 1
+  if not (nhwc and feature_group_count == 1 and batch_group_count == 1
           and all(d == 1 for d in lhs_dilation or (1, 1))
-          and all(d == 1 for d in rhs_dilation or (1, 1)))
+          and all(d == 1 for d in rhs_dilation or (1, 1))):
+    return None
+  if isinstance(padding, str):
+    return tuple(lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding))
+  return tuple(tuple(p) for p in padding)
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -48,11 +54,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type=None) -> jax.Array:
   """`lax.conv_general_dilated`; NHWC/HWIO 2-D convolutions (no dilation, one group) whose
   output is smaller than the kernel on a side are computed as patches @ kernel."""
-  if is_plain_2d(lhs, dimension_numbers, feature_group_count, batch_group_count,
-                 lhs_dilation, rhs_dilation):
+  pads = plain_2d_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                       dimension_numbers, feature_group_count, batch_group_count)
+  if pads is not None:
     kernel_hw = rhs.shape[:2]
-    pads = (lax.padtype_to_pads(lhs.shape[1:3], kernel_hw, window_strides, padding)
-            if isinstance(padding, str) else tuple(tuple(p) for p in padding))
     out_hw = [(size + lo + hi - k) // s + 1
               for size, (lo, hi), k, s in zip(lhs.shape[1:3], pads, kernel_hw, window_strides)]
     if min(out_hw) > 0 and any(o < k for o, k in zip(out_hw, kernel_hw)):
