@@ -31,7 +31,10 @@ Which parts are whose:
                         estimators, each noise vector aimed at an assigned
                         class (a fix for the class collapse, not the paper's);
                         `Schedule.mask_same_class_negatives`: InfoNCE without
-                        the queue keys of the pair's own teacher class.
+                        the queue keys of the pair's own teacher class;
+                        `Schedule.key_momentum` (momentum key encoders, MoCo's)
+                        and `Schedule.in_batch_negatives` (CLIP / SimCLR's),
+                        against the students' collapse; `collapse_signals`.
 
 The paper's baselines (spec 2.8), each a switch here (the paper names them in
 its table and says little more; the readings are ours, see each switch):
@@ -254,9 +257,45 @@ def pair_by_labels(rng: jax.Array, photo_labels: jax.Array, sketch_labels: jax.A
   return jnp.argmax(score, axis=-1)
 
 
+def _mean_where(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of `values` where `mask` (NaN where it is empty)."""
+  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.sum(mask)
+
+
+def collapse_signals(photo: jax.Array, sketch: jax.Array, photo_labels: jax.Array,
+                     sketch_labels: jax.Array, sketch_of_photo: jax.Array) -> dict:
+  """Ours, training signals of an embedding collapse that need no test image:
+  mean cosines between different rows (i != j) of the period's own batch.
+
+  photo, sketch: [B, D] unit embeddings of the pairs; photo_labels,
+  sketch_labels: int [B] the pairs' teacher labels, each in its teacher's
+  classes; sketch_of_photo: int [C_p] (`Teachers.sketch_of_photo`, -1 unknown).
+  Returns scalars "{photo,sketch,cross}_cosine" and their "_same_class" /
+  "_other_class" parts: photo x photo and sketch x sketch by their own labels,
+  cross = photo i x sketch j (the pairs themselves are `pair_cosine`) by the
+  photo's class in the sketch teacher's classes. Near 1 everywhere: one
+  embedding per modality; a class structure shows as same > other. NaN where a
+  batch has no pair of that kind.
+  """
+  off = ~jnp.eye(photo.shape[0], dtype=bool)
+  photo_in_sketch = sketch_of_photo[photo_labels]
+  out = {}
+  for name, a, b, la, lb in (("photo", photo, photo, photo_labels, photo_labels),
+                             ("sketch", sketch, sketch, sketch_labels, sketch_labels),
+                             ("cross", photo, sketch, photo_in_sketch, sketch_labels)):
+    cosine = a @ b.T
+    same = (la[:, None] == lb[None, :]) & (la[:, None] >= 0)
+    out[f"{name}_cosine"] = _mean_where(cosine, off)
+    out[f"{name}_cosine_same_class"] = _mean_where(cosine, off & same)
+    out[f"{name}_cosine_other_class"] = _mean_where(cosine, off & ~same)
+  return out
+
+
 def student_loss(student_params: Any, student_state: Any, *, students: Students,
                  pairs: tuple, teachers: Teachers, constants: Any, queues: losses.Queues,
-                 metric: str, temperature: float, mask_same_class: bool = False
+                 metric: str, temperature: float, mask_same_class: bool = False,
+                 keys: tuple[jax.Array, jax.Array] | None = None,
+                 in_batch_negatives: bool = False
                  ) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
   """L_metric of the student step on generated pairs (no gradient to the estimators):
   `metric` "info_nce" (vanilla.py), "proxy_anchor" (main.py) or "distillation"
@@ -264,12 +303,21 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   mask_same_class (ours; InfoNCE, labelled queues): the queue keys whose
   teacher label is the pair's (its teachers' argmax, `pairs`' labels, also
   with class-conditional estimators) are no negatives; the share of queue keys
-  dropped is logged as "masked_negatives".
+  dropped is logged as "masked_negatives". Logged for every metric (ours):
+  `collapse_signals` of the embeddings.
+  keys (ours; InfoNCE): (photo keys, sketch keys) [B, D] of the pairs from the
+  momentum key encoders (`key_embeddings`), the positives (and in-batch
+  negatives) in place of the students' own embeddings; "key_cosine" logs the
+  mean cosine of each embedding with its own key (1: the key encoders are the
+  students). in_batch_negatives (ours; InfoNCE): the batch's other pairs' keys
+  are negatives too (`losses.queue_info_nce`).
 
   Returns (loss, (metrics, new student state, (photo, sketch) embeddings)).
   """
-  if mask_same_class and metric != "info_nce":
-    raise ValueError(f"mask_same_class applies to InfoNCE students, not metric={metric!r}")
+  for name, on in (("mask_same_class", mask_same_class), ("keys", keys is not None),
+                   ("in_batch_negatives", in_batch_negatives)):
+    if on and metric != "info_nce":
+      raise ValueError(f"{name} applies to InfoNCE students, not metric={metric!r}")
   photos, sketches, photo_labels, sketch_labels = jax.tree.map(jax.lax.stop_gradient, pairs)
   variables = {"params": student_params, **student_state}
   prepare = lambda x: students.input_transform(resize(x, students.image_size))
@@ -287,11 +335,17 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
                               *teachers.photo_proxies(constants)) +
             distillation_loss(sketch_features, teachers.sketch(constants, sketches)[0],
                               *teachers.sketch_proxies(constants)))
-  elif metric == "info_nce" and mask_same_class:
-    loss = losses.queue_info_nce(photo, sketch, queues, temperature, photo_labels=photo_labels,
-                                 sketch_labels=sketch_labels)
-    masked = losses.same_class_negatives(queues, photo_labels, sketch_labels)
-    extra["masked_negatives"] = (jnp.mean(masked[0]) + jnp.mean(masked[1])) / 2
+  elif metric == "info_nce" and (mask_same_class or keys is not None or in_batch_negatives):
+    options = {"in_batch_negatives": in_batch_negatives}
+    if mask_same_class:
+      options.update(photo_labels=photo_labels, sketch_labels=sketch_labels)
+      masked = losses.same_class_negatives(queues, photo_labels, sketch_labels)
+      extra["masked_negatives"] = (jnp.mean(masked[0]) + jnp.mean(masked[1])) / 2
+    if keys is not None:
+      options.update(photo_keys=keys[0], sketch_keys=keys[1])
+      extra["key_cosine"] = jax.lax.stop_gradient(
+          (jnp.mean(jnp.sum(photo * keys[0], -1)) + jnp.mean(jnp.sum(sketch * keys[1], -1))) / 2)
+    loss = losses.queue_info_nce(photo, sketch, queues, temperature, **options)
   elif metric == "info_nce":
     loss = losses.queue_info_nce(photo, sketch, queues, temperature)
   elif metric == "proxy_anchor":
@@ -305,7 +359,11 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   else:
     raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce', "
                      "'proxy_anchor' or 'distillation'")
-  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1)), **extra}
+  num_photo_classes = jax.eval_shape(teachers.photo, constants, photos)[0].shape[-1]
+  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1)), **extra,
+             **jax.lax.stop_gradient(collapse_signals(
+                 photo, sketch, photo_labels, sketch_labels,
+                 teachers.sketch_of_photo(num_photo_classes)))}
   return loss, (metrics, new_state, (photo, sketch))
 
 
@@ -332,6 +390,17 @@ class Schedule:
     `losses.Queues`) also hold each key's teacher label, and the keys of the
     pair's own class are no negatives (`student_loss(mask_same_class=True)`).
     False: the paper's InfoNCE, every queue key a negative.
+  key_momentum: ours, InfoNCE only (MoCo's momentum encoder, against keys
+    computed by students that move): > 0, the positives and the keys pushed to
+    the queues come from key encoders, an exponential moving average of the
+    students' parameters (k <- m k + (1 - m) q before each student step, as
+    MoCo; their BatchNorm statistics their own, from their own train-mode
+    pass), kept in `model_state["key_encoders"]`. 0: the paper's keys, the
+    students' own embeddings (stop-gradient).
+  in_batch_negatives: ours, InfoNCE only: the other pairs of the batch are
+    negatives too (their keys), as in CLIP / SimCLR; with
+    `mask_same_class_negatives` those of the pair's class are dropped as the
+    queue's. False: the paper's, queue keys only.
   The baselines' sources (no estimator; `estimator_steps` unused):
     "gaussian"  the Gaussian prior: photos and sketches drawn independently,
                 N(0, gaussian_std^2) per pixel clipped to [-1, 1], of side
@@ -356,6 +425,8 @@ class Schedule:
   gaussian_std: float = 0.5
   conditional_classes: int = 0
   mask_same_class_negatives: bool = False
+  key_momentum: float = 0.0
+  in_batch_negatives: bool = False
 
 
 ESTIMATORS = ("dcgan", "inversion", "gaussian", "real")
@@ -476,6 +547,40 @@ def refine_pairs(photos: jax.Array, sketches: jax.Array, constants: Any, *, teac
   return photos, sketches
 
 
+def momentum_update(key_params: Any, params: Any, momentum: float) -> Any:
+  """MoCo's key-encoder update, leaf by leaf: momentum * key + (1 - momentum) * params."""
+  return jax.tree.map(lambda k, q: momentum * k + (1.0 - momentum) * q, key_params, params)
+
+
+def key_embeddings(key_variables: Any, students: Students, photos: jax.Array,
+                   sketches: jax.Array) -> tuple[tuple[jax.Array, jax.Array], Any]:
+  """Ours: the pairs' keys from the key encoders (`Schedule.key_momentum`), run
+  as the students are in their step (train mode, same input handling):
+  ((photo keys, sketch keys) [B, D] unit, no gradient; key variables with
+  their own updated BatchNorm statistics)."""
+  prepare = lambda x: students.input_transform(resize(x, students.image_size))
+  (photo, _), key_variables = students.encode(key_variables, "photo", prepare(photos), train=True)
+  (sketch, _), key_variables = students.encode(key_variables, "sketch", prepare(sketches),
+                                               train=True)
+  return jax.lax.stop_gradient((photo, sketch)), key_variables
+
+
+def _check_contrastive_switches(schedule: "Schedule", model_state: dict) -> None:
+  """Clear errors for the key-encoder and in-batch switches (ours)."""
+  for name, on in (("key_momentum", schedule.key_momentum),
+                   ("in_batch_negatives", schedule.in_batch_negatives)):
+    if on and schedule.metric != "info_nce":
+      raise ValueError(f"Schedule.{name} applies to InfoNCE students, not "
+                       f"metric={schedule.metric!r}")
+  if not 0.0 <= schedule.key_momentum < 1.0:
+    raise ValueError(f"Schedule.key_momentum must be in [0, 1), got {schedule.key_momentum}")
+  if bool(schedule.key_momentum) != ("key_encoders" in model_state):
+    raise ValueError("Schedule.key_momentum > 0 needs model_state['key_encoders'] (the "
+                     "students' initial variables, {'params': ..., **state}), and only it "
+                     f"(key_momentum={schedule.key_momentum}, key encoders given: "
+                     f"{'key_encoders' in model_state})")
+
+
 def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Array,
                   constants: Any, *, generate: Callable, teachers: Teachers,
                   students: Students, weights: Weights, schedule: Schedule,
@@ -484,11 +589,13 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
                   real: tuple[jax.Array, jax.Array] | None = None
                   ) -> tuple[dict, dict, dict, dict]:
   """One schedule period. params {"estimators", "students"}; model_state
-  {"estimators", "students", "queues"}; opt_state per group; `shard` places the
+  {"estimators", "students", "queues"} (+ "key_encoders" with
+  `schedule.key_momentum`); opt_state per group; `shard` places the
   noise batch on the devices (a sharding constraint); `real` (photos, sketches)
   [B, S, S, 3] in [-1, 1] for `schedule.estimator == "real"`. Returns the
   updated (params, model_state, opt_state, metrics)."""
   student_variables = {"params": params["students"], **model_state["students"]}
+  _check_contrastive_switches(schedule, model_state)
   num_classes = schedule.conditional_classes
   if num_classes and schedule.estimator != "dcgan":
     raise ValueError("Schedule.conditional_classes needs the DCGAN estimators, not "
@@ -548,22 +655,30 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
         student_variables=student_variables, steps=schedule.refine_steps,
         step_size=schedule.refine_step_size)
     last_pairs = (photos, sketches, *last_pairs[2:])
+  keys, new_state = None, {}
+  if schedule.key_momentum:  # MoCo: the key encoders move first, then compute the keys
+    key_variables = {**model_state["key_encoders"], "params": momentum_update(
+        model_state["key_encoders"]["params"], params["students"], schedule.key_momentum)}
+    keys, new_state["key_encoders"] = key_embeddings(key_variables, students, *last_pairs[:2])
   (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
       student_loss, has_aux=True)(
           params["students"], model_state["students"], students=students, pairs=last_pairs,
           teachers=teachers, constants=constants, queues=model_state["queues"],
           metric=schedule.metric, temperature=schedule.temperature,
-          mask_same_class=schedule.mask_same_class_negatives)
+          mask_same_class=schedule.mask_same_class_negatives, keys=keys,
+          in_batch_negatives=schedule.in_batch_negatives)
   updates, student_opt = optimizers["students"].update(grads, opt_state["students"],
                                                        params["students"])
   labels = ({"sketch_labels": last_pairs[3], "photo_labels": last_pairs[2]}
             if schedule.mask_same_class_negatives else {})
+  if keys is not None:
+    photo, sketch = keys
   queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue, **labels)
   agreement = jnp.mean((last_pairs[2] == last_pairs[3]).astype(jnp.float32))
   metrics = {**per_step, **metrics, "loss": loss,
              "grad_norm": optax.tree.norm(grads), "teacher_label_agreement": agreement}
   return ({"estimators": est_params, "students": optax.apply_updates(params["students"], updates)},
-          {"estimators": est_state, "students": student_state, "queues": queues},
+          {"estimators": est_state, "students": student_state, "queues": queues, **new_state},
           {"estimators": est_opt, "students": student_opt}, metrics)
 
 

@@ -18,7 +18,9 @@ Encoder (student) losses:
   queue_info_nce      InfoNCE of photo->sketch and sketch->photo with negatives
                       from two key queues (`Queues`, MoCo's without momentum
                       encoder); ours, optional: negatives of the query's class
-                      dropped (`same_class_negatives`, labelled queues);
+                      dropped (`same_class_negatives`, labelled queues), keys
+                      from momentum key encoders (MoCo's), the batch's other
+                      pairs as negatives too (in-batch, CLIP / SimCLR's);
   proxy_anchor_loss   Proxy Anchor (pytorch-metric-learning's defaults, cosine)
                       with fixed proxies (the teacher's classifier weights).
 All take float32 arrays with the batch on axis 0; under `jit` over a global
@@ -160,34 +162,65 @@ def same_class_negatives(queues: Queues, photo_labels: jax.Array, sketch_labels:
 
 def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
                    temperature: float = 0.07, *, photo_labels: jax.Array | None = None,
-                   sketch_labels: jax.Array | None = None) -> jax.Array:
-  """CE([u_p . sg(u_s), u_p . Q_s] / T, 0) + CE([u_s . sg(u_p), u_s . Q_p] / T, 0),
+                   sketch_labels: jax.Array | None = None,
+                   photo_keys: jax.Array | None = None, sketch_keys: jax.Array | None = None,
+                   in_batch_negatives: bool = False) -> jax.Array:
+  """CE([u_p . sg(k_s), u_p . Q_s] / T, 0) + CE([u_s . sg(k_p), u_s . Q_p] / T, 0),
   batch means; photo, sketch [B, D] unit embeddings of the pairs (row i of
   both from the same noise), queues of [K, D] keys. The positive key carries
-  no gradient (the code's `k.detach()`).
+  no gradient (the code's `k.detach()`); the paper's keys are the other
+  modality's embeddings, k_s = u_s and k_p = u_p.
 
-  Ours, with the pairs' labels (int [B] each, both or neither; labelled
-  queues): the negatives of the query's class (`same_class_negatives`) leave
-  the softmax's denominator; a row whose negatives are all dropped has loss 0
-  (only the positive left) and no gradient.
+  Ours, each optional (off: the paper's loss, the same operations):
+    photo_labels, sketch_labels (int [B] each, both or neither; labelled
+      queues): the negatives of the query's class (`same_class_negatives`,
+      and with in-batch negatives the batch's keys of its class) leave the
+      softmax's denominator; a row whose negatives are all dropped has loss 0
+      (only the positive left) and no gradient.
+    photo_keys, sketch_keys ([B, D] unit, both or neither): the pairs' keys
+      k_p, k_s from momentum key encoders (MoCo's fix for keys from a moving
+      encoder); positives and in-batch negatives, never differentiated.
+    in_batch_negatives: the other pairs' keys of the batch are negatives as
+      well as the queue's (photo query i against k_s of every j != i, sketch
+      query i against k_p of every j != i; CLIP / SimCLR's negatives, which
+      are computed by the current encoders, unlike the queue's older keys).
   """
   if (photo_labels is None) != (sketch_labels is None):
     raise ValueError("give both photo_labels and sketch_labels, or neither")
-  masks = ((None, None) if photo_labels is None else
-           same_class_negatives(queues, photo_labels, sketch_labels))
+  if (photo_keys is None) != (sketch_keys is None):
+    raise ValueError("give both photo_keys and sketch_keys, or neither")
+  labelled = photo_labels is not None
+  masks = (None, None) if not labelled else same_class_negatives(queues, photo_labels,
+                                                                 sketch_labels)
+  batch_keep = (None, None)
+  if in_batch_negatives:  # [B, B]: which of the batch's keys are a row's negatives
+    others = ~jnp.eye(photo.shape[0], dtype=bool)
+    own_class = lambda labels: labels[:, None] == labels[None, :]
+    batch_keep = ((others & ~own_class(sketch_labels), others & ~own_class(photo_labels))
+                  if labelled else (others, others))
 
   def one_way(query: jax.Array, key: jax.Array, negatives: jax.Array,
-              masked: jax.Array | None) -> jax.Array:
-    positive = jnp.sum(query * jax.lax.stop_gradient(key), axis=-1, keepdims=True)
-    logits = jnp.concatenate([positive, query @ negatives.T], axis=-1) / temperature
+              masked: jax.Array | None, in_batch: jax.Array | None) -> jax.Array:
+    key = jax.lax.stop_gradient(key)
+    positive = jnp.sum(query * key, axis=-1, keepdims=True)
     labels = jnp.zeros(query.shape[0], jnp.int32)
-    if masked is None:
-      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    keep = jnp.concatenate([jnp.ones_like(masked[:, :1]), ~masked], axis=-1)  # the positive stays
+    if in_batch is None:
+      logits = jnp.concatenate([positive, query @ negatives.T], axis=-1) / temperature
+      if masked is None:
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+      keep = jnp.concatenate([jnp.ones_like(masked[:, :1]), ~masked], axis=-1)  # positive stays
+      return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels, where=keep))
+    logits = jnp.concatenate([positive, query @ negatives.T, query @ key.T], axis=-1) / temperature
+    queue_keep = jnp.ones(negatives.shape[:1], bool)[None, :] if masked is None else ~masked
+    keep = jnp.concatenate([jnp.ones_like(in_batch[:, :1]),
+                            jnp.broadcast_to(queue_keep, (query.shape[0], negatives.shape[0])),
+                            in_batch], axis=-1)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels, where=keep))
 
-  return (one_way(photo, sketch, queues.sketch_keys, masks[0]) +
-          one_way(sketch, photo, queues.photo_keys, masks[1]))
+  return (one_way(photo, sketch if sketch_keys is None else sketch_keys, queues.sketch_keys,
+                  masks[0], batch_keep[0]) +
+          one_way(sketch, photo if photo_keys is None else photo_keys, queues.photo_keys,
+                  masks[1], batch_keep[1]))
 
 
 def proxy_anchor_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,

@@ -212,6 +212,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
              "students": student_state,
              "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim,
                                                    labelled=dfl.mask_same_class_negatives)}
+    if dfl.key_momentum:  # ours: MoCo's key encoders start as the students
+      state["key_encoders"] = jax.tree.map(jnp.copy, {"params": student_params, **student_state})
     return params, state
 
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
@@ -226,7 +228,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
       refine_steps=dfl.refine_steps, refine_step_size=dfl.refine_step_size,
       gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std,
       conditional_classes=estimator.num_classes,
-      mask_same_class_negatives=dfl.mask_same_class_negatives)
+      mask_same_class_negatives=dfl.mask_same_class_negatives, key_momentum=dfl.key_momentum,
+      in_batch_negatives=dfl.in_batch_negatives)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):

@@ -75,6 +75,11 @@ def base_config() -> ml_collections.ConfigDict:
   # ours, not the paper's: InfoNCE without the queue keys of the pair's own teacher class
   # (the queues store each key's teacher label; the paper's InfoNCE: every key a negative)
   c.dfl.mask_same_class_negatives = False
+  # ours, not the paper's, InfoNCE only, against the students' collapse: keys (positives
+  # and queue) from momentum key encoders, MoCo's (0 = off: the students' own embeddings;
+  # MoCo uses 0.999), and the batch's other pairs as negatives besides the queue's
+  c.dfl.key_momentum = 0.0
+  c.dfl.in_batch_negatives = False
   # The paper's baselines (spec 2.8; variants gaussian, unimodal, metadata, alternative):
   c.dfl.statistics = 0.0  # meta-data: weight of the teachers' feature-statistics loss
   c.dfl.gaussian_std = 0.5  # gaussian: pixel std before clipping to [-1, 1]
