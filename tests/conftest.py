@@ -1,22 +1,26 @@
-"""Test set-up: 8 simulated CPU devices and JAX's persistent compilation cache."""
+"""Test set-up: 8 simulated CPU devices and JAX's persistent compilation cache (set here
+before any test imports jax)."""
 
 import os
 import pathlib
-
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-
-import jax  # noqa: E402  (must follow XLA_FLAGS)
-import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SHARED_DATA = SHARED / "data"
 SHARED_PRETRAINED = SHARED / "pretrained"
 
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("SKETCHJAX_TEST_CACHE", str(REPO / ".jax_cache")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# JAX's persistent compilation cache, outside the checkout so that it outlives a clean
+# checkout on the same machine (CI's); SKETCHJAX_TEST_CACHE overrides. Set in the
+# environment before jax is imported, so the CLI runs the tests start inherit it.
+_USER_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"))
+os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=os.environ.get("SKETCHJAX_TEST_CACHE",
+                                             str(_USER_CACHE / "sketchjax" / "jax_tests")),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import pytest  # noqa: E402  (jax, imported by the tests, reads the settings above)
 
 # The files that take minutes (subprocess trainings, multi-process runs), longest first.
 # With `--dist loadfile` a file runs whole on one worker; xdist's default queue is by

@@ -61,8 +61,7 @@ def trained_workdir(request, tmp_path_factory):
   if not data.is_dir():
     pytest.skip(f"{data} is absent (real QuickDraw drawings)")
   workdir = tmp_path_factory.mktemp("attribution") / request.param
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run([sys.executable, "-m", "sketchjax.main",
                   f"--config=configs/{request.param}.py:smoke", f"--workdir={workdir}",
                   f"--config.data.dir={data}", "--config.data.categories=apple,cat,fish,house,star",

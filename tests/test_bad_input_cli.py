@@ -17,8 +17,7 @@ SQUARE = {"word": "square", "countrycode": "US", "timestamp": "2017-03-01 00:00:
 
 
 def _main(*args: str) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   return subprocess.run([sys.executable, "-m", "sketchjax.main", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 

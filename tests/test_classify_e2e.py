@@ -12,8 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _main(*args, check=True):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   return subprocess.run([sys.executable, "-m", "sketchjax.main", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600, check=check)
 

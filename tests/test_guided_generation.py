@@ -185,8 +185,7 @@ def raster_workdir(tmp_path_factory):
   if not (data / "bear.ndjson").exists():
     pytest.skip(f"{data} is absent (real QuickDraw drawings)")
   workdir = tmp_path_factory.mktemp("guided") / "raster"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run([sys.executable, "-m", "sketchjax.main",
                   "--config=configs/raster_quickdraw.py:smoke", f"--workdir={workdir}",
                   f"--config.data.dir={data}", "--config.data.categories=bear,palm tree",

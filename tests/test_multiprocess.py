@@ -46,10 +46,7 @@ _LAUNCH_VARS = ("XLA_FLAGS", "JAX_PLATFORMS", "JAX_COORDINATOR_ADDRESS", "JAX_NU
 def _environment() -> dict[str, str]:
   """This environment without launch settings, on CPU, with the shared compile cache."""
   env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_VARS}
-  env.update(JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=os.environ.get("SKETCHJAX_TEST_CACHE",
-                                                      str(REPO / ".jax_cache")),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+  env.update(JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
              PYTHON=sys.executable)
   return env

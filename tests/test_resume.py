@@ -40,7 +40,7 @@ RUN_TIMEOUT_S = 120
 def _start(workdir: pathlib.Path, log: pathlib.Path,
            command: tuple[str, ...] = tuple(COMMAND)) -> subprocess.Popen:
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"), PYTHONUNBUFFERED="1")
+             PYTHONUNBUFFERED="1")
   with open(log, "w") as out:
     return subprocess.Popen([*command, f"--workdir={workdir}"], cwd=REPO, env=env,
                             stdout=out, stderr=subprocess.STDOUT)

@@ -145,8 +145,7 @@ def test_smoke_end_to_end(tmp_path):
     if not (DATA / folder).exists():
       pytest.skip(f"real data not found at {DATA / folder}: this test needs the project's "
                   "../shared folder next to the checkout")
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   run = lambda *args: subprocess.run([sys.executable, "-m", "sketchjax.main", *args], cwd=REPO,
                                      env=env, capture_output=True, text=True, timeout=900)
   sbir_dir, workdir = tmp_path / "sbir", tmp_path / "explain"

@@ -28,8 +28,7 @@ def data_dir():
 
 
 def _main(workdir, *args, devices=1):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   return subprocess.run([sys.executable, "-m", "sketchjax.main", f"--config={SMOKE}",
                          f"--workdir={workdir}", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=900)

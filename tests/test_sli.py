@@ -164,8 +164,7 @@ def test_recovery_raises_the_target_probability(trained_model):
 def smoke_workdir(tmp_path_factory):
   """A workdir of configs/quickstart.py:smoke trained 2 steps (one device, in a subprocess)."""
   workdir = tmp_path_factory.mktemp("sli") / "classifier"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run([sys.executable, "-m", "sketchjax.main", "--config=configs/quickstart.py:smoke",
                   f"--workdir={workdir}", "--config.train.num_steps=2",
                   "--config.train.eval_every=2", "--config.train.checkpoint_every=2"],

@@ -24,8 +24,7 @@ def sketchxainet_workdir(tmp_path_factory):
   if not data.is_dir():
     pytest.skip(f"{data} is absent (real QuickDraw drawings)")
   workdir = tmp_path_factory.mktemp("attack") / "sketchxainet"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   subprocess.run([sys.executable, "-m", "sketchjax.main",
                   "--config=configs/sketchxai_quickdraw.py:smoke", f"--workdir={workdir}",
                   f"--config.data.dir={data}", f"--config.data.categories={CLASSES}",

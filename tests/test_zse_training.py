@@ -67,8 +67,7 @@ def test_zse_loss_by_hand():
 
 def _train(workdir, devices, *flags):
   need(SHARED_DATA / "sketchy")
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=str(REPO / ".jax_cache"))
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   proc = subprocess.run(
       [sys.executable, "-m", "sketchjax.main", "--config=configs/zse_sketchy.py:smoke",
        f"--config.data.dir={SHARED_DATA}", "--config.model.dropout=0",
