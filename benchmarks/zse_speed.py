@@ -23,6 +23,10 @@ each program jitted and warmed up once, medians of `--repeats`:
                   and of the paper, 15,229 x 17,101): every item encoded and projected once,
                   then every pair scored; derived from the measured rates:
                   pairs / ((Nq + Ng) / items_per_s + pairs / cached_pairs_per_s).
+  product ceiling one fp32 matrix product of the CA feed-forward's shape over a call's
+                  pairs ([20 x chunk x tokens, D] @ [D, d_ff]), GFLOP/s: the rate the
+                  scoring's dominant operation gets here, so GFLOP/s / (GFLOP a pair) bounds
+                  the exact ranking's pairs/s on this machine whatever the layout.
 FLOPs a pair: XLA's cost analysis of the compiled programs (ours: the pair scoring plus the
 per-item encoding spread over the pairs of a test set; loop: a call / 400). Memory: XLA's
 buffer sizes of the training step program (arguments + outputs + temporaries), and the
@@ -129,6 +133,14 @@ def bench_training(model, config, params) -> dict:
           "train_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
+def product_gflops(rows: int, inner: int, cols: int) -> float:
+  """GFLOP/s (wall) of one float32 product [rows, inner] @ [inner, cols], median of repeats."""
+  a = jax.random.normal(jax.random.key(0), (rows, inner))
+  b = jax.random.normal(jax.random.key(1), (inner, cols))
+  seconds = timing.median_seconds(jax.jit(jnp.matmul), lambda i: (a + i, b), _REPEATS.value)
+  return 2 * rows * inner * cols / seconds / 1e9
+
+
 def bench_ranking(model, params, size: int) -> dict:
   ret = jax.jit(lambda p, x: model.apply({"params": p}, x, "sketch", method=model.encode)["ret"])
   batch = _EMBED_BATCH.value
@@ -162,6 +174,8 @@ def bench_ranking(model, params, size: int) -> dict:
          "rn_loop_pairs_per_s": LOOP * LOOP / loop_s,
          "flops_pair_scoring": flops["pair"], "flops_item": flops["item"],
          "flops_pair_loop": flops["loop_call"] / (LOOP * LOOP)}
+  tokens = sketches.unflatten(jnp.asarray(sketch_rows[:1]))["tokens"].shape[1]
+  out["product_gflops"] = product_gflops(cached_pairs * tokens, model.hidden, model.ca_mlp_dim)
   for name, (nq, ng) in TEST_SETS.items():
     pairs = nq * ng
     seconds = (nq + ng) / out["items_per_s"] + pairs / out["rn_cached_pairs_per_s"]
@@ -216,6 +230,9 @@ def main(argv):
       ours = results[f"exact_flops_pair[{name}]"]
       print(f"    exact ranking, {name}: {ours / 1e9:.3f} GFLOP a pair "
             f"({results['flops_pair_loop'] / ours:.2f}x fewer than the loop)")
+    ceiling = results["product_gflops"] * 1e9 / results[f"exact_flops_pair[{name}]"]
+    row("fp32 product ceiling (the CA FFN's shape)", results["product_gflops"], "GFLOP/s")
+    row(f"  -> exact RN ranking at most, {name}", ceiling, "pairs/s", "rn_loop_pairs_per_s")
   print(json.dumps({"variant": _VARIANT.value, "image_size": _IMAGE_SIZE.value, **results}))
 
 
