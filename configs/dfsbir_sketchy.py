@@ -13,7 +13,7 @@
   # the "classifier only" baseline
   python -m sketchjax.main --config=configs/dfsbir_sketchy.py --config.mode=evaluate_teachers ...
 
-Variants (comma-separated): a split (category default, cross_pacs, quickdraw_photo),
+Variants (comma-separated): a split (category default, pacs, quickdraw_photo, cross_pacs),
 `official` (the code's sizes), `external` (ImageNet MobileNetV2 and doodleNet as
 teachers: nothing has seen our data), `inversion` (pixels optimised in place of
 the DCGAN estimators), `refine` (adversarial refinement of the pairs),

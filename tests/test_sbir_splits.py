@@ -25,6 +25,7 @@ EXPECTED = {
     "cross_pacs": (3125, 3125, 700, 640, 125, 7),
     "cross_pacs_unseen": (3000, 3000, 700, 640, 120, 7),
     "quickdraw_photo": (1900, 3751, 475, 938, 95, 95),
+    "pacs": (560, 512, 140, 128, 7, 7),
 }
 
 
@@ -97,6 +98,20 @@ def test_zero_shot_and_fine_grained_keep_unseen_classes_out_of_training(splits):
     assert _ids(side.sketches) == _ids(side.photos)
     assert len(_ids(side.photos)) == len(side.photos)
   assert splits["zeroshot_sketchy25"].relevance == "class"
+
+
+def test_pacs_split_is_pacs_alone_and_disjoint(splits, data_dirs):
+  split = splits["pacs"]
+  train = split.train.photos + split.train.sketches
+  test = split.test.photos + split.test.sketches
+  assert all("tuberlin_pacs" in i.path for i in train + test)
+  assert not {i.path for i in train} & {i.path for i in test}
+  folders = tuple(sorted(p.name for p in (data_dirs.pacs / "photo").iterdir()))
+  assert split.train.classes == split.test.classes == folders
+  # a fifth of each class's 100 photos is test
+  assert all(sum(i.label == c for i in split.test.photos) == 20 for c in folders)
+  alone = sbir_splits.make_split("pacs", sbir_splits.DataDirs(pacs=data_dirs.pacs))
+  assert alone.counts() == split.counts() and alone.test.photos == split.test.photos
 
 
 def test_cross_dataset_tests_on_pacs(splits):

@@ -21,6 +21,8 @@ with its defaults (train photos / sketches | test photos / sketches, classes):
   cross_pacs_unseen     3000 / 3000 | 700 / 640   120 | 7
   quickdraw_photo       1900 / 3751 | 475 / 938    95 | 95   (sketches: QuickDraw
                                                             drawings, at most 100 a class)
+  pacs                   560 /  512 | 140 / 128     7 | 7    (PACS photos, TU-Berlin
+                                                            sketches; no Sketchy)
 
 (`tests/test_sbir_splits.py` checks these numbers.) The subset has 25 pairs a
 class where the full Sketchy has about 100 photos and 600 sketches a class.
@@ -317,7 +319,7 @@ def quickdraw_photo_split(drawings: Sequence[ImageItem], sketchy: Sequence[Image
   train: list[ImageItem] = []
   test: list[ImageItem] = []
   for label in sorted(set(photos) & set(queries)):
-    by_id = {_drawing_id(item): item for item in queries[label]}
+    by_id = {_path_id(item): item for item in queries[label]}
     kept = _rank(by_id)[:max_drawings_per_class]
     test_drawings = _first_share(kept, test_fraction)
     test_photos = _first_share((p.instance or p.path for p in photos[label]), test_fraction)
@@ -331,16 +333,33 @@ def quickdraw_photo_split(drawings: Sequence[ImageItem], sketchy: Sequence[Image
   return SbirSplit("quickdraw_photo", _side(train), _side(test), "class", "class")
 
 
-def _drawing_id(item: ImageItem) -> str:
+def pacs_split(pacs: Sequence[ImageItem], test_fraction: float = 0.2) -> SbirSplit:
+  """Category-level on PACS / TU-Berlin alone (7 classes; PACS photos and TU-Berlin
+  sketches are not paired): per class, the photos and the sketches are each ranked by
+  SHA-1 of their last three path parts ("photo/dog/056_0001.jpg") and the first
+  round(n * test_fraction) of each go to test. Training pairs are by class."""
+  _check_fraction(test_fraction)
+  test_ids = set()
+  for group in _by_class(pacs).values():
+    for modality in ("photo", "sketch"):
+      test_ids |= _first_share((_path_id(i) for i in group if i.modality == modality),
+                               test_fraction)
+  train = [item for item in pacs if _path_id(item) not in test_ids]
+  test = [item for item in pacs if _path_id(item) in test_ids]
+  return SbirSplit("pacs", _side(train), _side(test), "class", "class")
+
+
+def _path_id(item: ImageItem) -> str:
   """The last three parts of the path ("simplified/dog.ndjson#3",
   "extra/simplified/dog.ndjson#3" -> "quickdraw/simplified/dog.ndjson#3",
-  "extra/simplified/dog.ndjson#3"): unique, independent of the data's root."""
+  "extra/simplified/dog.ndjson#3"; ".../tuberlin_pacs/photo/dog/056_0002.jpg" ->
+  "photo/dog/056_0002.jpg"): unique, independent of the data's root."""
   return "/".join(pathlib.PurePath(item.path).parts[-3:])
 
 
 SPLIT_NAMES: tuple[str, ...] = (
     "category", "zeroshot_sketchy25", "zeroshot_sketchy21", "finegrained_sketchy25",
-    "finegrained_sketchy21", "cross_pacs", "cross_pacs_unseen", "quickdraw_photo")
+    "finegrained_sketchy21", "cross_pacs", "cross_pacs_unseen", "quickdraw_photo", "pacs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +399,7 @@ def make_split(name: str, dirs: DataDirs, *, test_fraction: float = 0.2,
   """The split called `name` (one of `SPLIT_NAMES`) of the data in `dirs`.
 
   Args:
-    test_fraction: for "category" and "quickdraw_photo".
+    test_fraction: for "category", "quickdraw_photo" and "pacs".
     max_drawings_per_class: for "quickdraw_photo".
     policy: bad input (unreadable folders, missing fine-grained photos):
       raise (default) or skip and count.
@@ -388,6 +407,9 @@ def make_split(name: str, dirs: DataDirs, *, test_fraction: float = 0.2,
   if name not in SPLIT_NAMES:
     raise ValueError(f"unknown split {name!r}; splits: {', '.join(SPLIT_NAMES)}")
   policy = policy or BadInputPolicy()
+  if name == "pacs":
+    pacs = read_class_folders(_need(dirs.pacs, "pacs", name), policy=policy)
+    return pacs_split(pacs.photos + pacs.sketches, test_fraction)
   sketchy_dir = _need(dirs.sketchy, "sketchy", name)
   sketchy = read_sketchy(sketchy_dir, require_photo=name.startswith("finegrained"),
                          policy=policy)

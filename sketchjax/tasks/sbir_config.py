@@ -101,7 +101,8 @@ def smoke(c: ml_collections.ConfigDict) -> None:
 
 SPLIT_VARIANTS = {"category": "category", "zeroshot25": "zeroshot_sketchy25",
                   "zeroshot21": "zeroshot_sketchy21", "finegrained": "finegrained_sketchy25",
-                  "cross_pacs": "cross_pacs", "quickdraw_photo": "quickdraw_photo"}
+                  "cross_pacs": "cross_pacs", "quickdraw_photo": "quickdraw_photo",
+                  "pacs": "pacs"}
 
 
 def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
