@@ -24,22 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from sketchjax.methods import crossx_dfl
 from sketchjax.tasks import dfsbir
-from sketchjax.tasks import dfsbir_config
-from sketchjax.tasks import dfsbir_teachers
-from sketchjax.tasks import sbir
-from sketchjax.training import mesh as mesh_lib
-from sketchjax.training import trainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dfsbir_runs  # noqa: E402
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "dfsbir train-mode run directories")
 _SAMPLES = flags.DEFINE_integer("samples", 64, "noise vectors for the image statistics")
@@ -75,30 +74,12 @@ def image_statistics(photos, sketches, photo_logits, sketch_logits, targets=None
   return {k: float(v) for k, v in out.items()}
 
 
-def _merged(base: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
-  """The run's saved config over today's defaults (runs saved before a key existed)."""
-  for key, value in saved.items():
-    if isinstance(value, dict) and key in base and isinstance(base[key],
-                                                              ml_collections.ConfigDict):
-      _merged(base[key], value)
-    else:
-      base[key] = value
-  return base
-
-
 def diagnose(workdir: pathlib.Path) -> list[dict]:
-  config = _merged(dfsbir_config.base_config(),
-                   json.loads((workdir / "config.json").read_text()))
-  split = sbir.load_split(config)
-  teachers, constants = dfsbir_teachers.load_teachers(config, split.train.classes)
-  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
-  students = dfsbir.build_students(config)
-  objective = dfsbir.dfl_objective(config, teachers, constants, students, mesh)
-  batch = next(dfsbir.NoiseBatches(config.dfl.batch_size))
-  estimator = dfsbir._estimator(config, teachers, constants)
+  run = dfsbir_runs.load_run(workdir)
+  config, teachers, constants, estimator = run.config, run.teachers, run.constants, run.estimator
   num_classes, conditional = estimator.num_classes, bool(estimator.num_classes)
   generate = dfsbir.generate_fn(estimator)
-  student_fns = dfsbir.students_of(students, config)
+  student_fns = dfsbir.students_of(run.students, config)
   dfl = config.dfl
   weights = crossx_dfl.Weights(one_hot=dfl.one_hot, info_entropy=dfl.info_entropy,
                                activation=dfl.activation, modality=dfl.modality,
@@ -137,14 +118,8 @@ def diagnose(workdir: pathlib.Path) -> list[dict]:
         norms[f"L_{name}"] = terms[name]
     return norms
 
-  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   rows = []
-  for step in [0, *steps]:
-    if step == 0:
-      params, state = objective.init(jax.random.key(config.seed), batch)
-    else:
-      params, state = trainer.restore_params(str(workdir), objective, batch, config, mesh,
-                                             step=step)
+  for step, params, state in dfsbir_runs.checkpoint_states(run):
     row = {"workdir": str(workdir), "step": step,
            **image_statistics(*statistics(params, state, constants)),
            **{k: float(v) for k, v in term_gradients(params, state, constants).items()}}

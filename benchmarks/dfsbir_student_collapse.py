@@ -17,50 +17,31 @@ the students collapse, not the images.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import sys
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from sketchjax.methods import crossx_dfl
 from sketchjax.tasks import dfsbir
-from sketchjax.tasks import dfsbir_config
-from sketchjax.tasks import dfsbir_teachers
-from sketchjax.tasks import sbir
-from sketchjax.training import mesh as mesh_lib
-from sketchjax.training import trainer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dfsbir_runs  # noqa: E402
 
 _WORKDIRS = flags.DEFINE_list("workdirs", [], "dfsbir train-mode run directories")
 _SAMPLES = flags.DEFINE_integer("samples", 64, "generated pairs a batch")
 _OUT = flags.DEFINE_string("out", "", "optional JSON file for the rows")
 
 
-def _merged(base: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
-  """The run's saved config over today's defaults (as benchmarks/dfsbir_collapse.py)."""
-  for key, value in saved.items():
-    if isinstance(value, dict) and key in base and isinstance(base[key],
-                                                              ml_collections.ConfigDict):
-      _merged(base[key], value)
-    else:
-      base[key] = value
-  return base
-
-
 def diagnose(workdir: pathlib.Path) -> list[dict]:
-  config = _merged(dfsbir_config.base_config(),
-                   json.loads((workdir / "config.json").read_text()))
-  split = sbir.load_split(config)
-  teachers, constants = dfsbir_teachers.load_teachers(config, split.train.classes)
-  mesh = mesh_lib.make_mesh(config.mesh.fsdp)
-  students = dfsbir.build_students(config)
-  objective = dfsbir.dfl_objective(config, teachers, constants, students, mesh)
-  batch = next(dfsbir.NoiseBatches(config.dfl.batch_size))
-  estimator = dfsbir._estimator(config, teachers, constants)
+  run = dfsbir_runs.load_run(workdir)
+  config, teachers, constants, estimator = run.config, run.teachers, run.constants, run.estimator
   generate = dfsbir.generate_fn(estimator)
-  encode = dfsbir.students_of(students, config)
+  encode = dfsbir.students_of(run.students, config)
   noise = jax.random.normal(jax.random.key(123), (_SAMPLES.value, config.estimator.latent_dim))
   labels = ((jnp.arange(_SAMPLES.value) % estimator.num_classes,) if estimator.num_classes
             else ())
@@ -83,10 +64,7 @@ def diagnose(workdir: pathlib.Path) -> list[dict]:
             **crossx_dfl.collapse_signals(photo, sketch, photo_labels, sketch_labels,
                                           sketch_of_photo)}
 
-  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  states = {0: objective.init(jax.random.key(config.seed), batch)}
-  for step in steps:
-    states[step] = trainer.restore_params(str(workdir), objective, batch, config, mesh, step=step)
+  states = {step: (params, state) for step, params, state in dfsbir_runs.checkpoint_states(run)}
   rows = []
   for image_step, (params, state) in states.items():
     pairs = images(params, state, constants)
