@@ -13,6 +13,13 @@ fresh noise):
                    with their running statistics), gradients of the estimators
                    only, SGD update; with and without L_adv;
   student step     InfoNCE with the queue, and ProxyAnchor, on a generated batch.
+GFLOP a step: XLA's cost analysis of the compiled step; beside it the rate it ran at and
+the rate the issue's goal (1.5x faster than the official step) would need, against one
+float32 product timed in the same process (`--product`, rows x inner x cols; default the
+im2col product of a 3x3 convolution of ResNet-34's layer3 at batch 64 and 64 px: 64 images
+x 4 x 4 positions, 3 x 3 x 256 -> 256, where most of the students' FLOPs are): the rate
+XLA CPU gives that product here bounds what a step of these convolutions reaches on this
+machine.
 Peak memory: the process's maximum resident set (ru_maxrss), all of it.
 The official PyTorch code on this kind of machine with 2 threads (torch 2.13,
 medians, from the issue): estimator 15.3 s with L_adv / 13.8 s without (12.8 /
@@ -49,6 +56,9 @@ _SIZES = flags.DEFINE_enum("sizes", "official", ["official", "cpu"], "Network si
 _BATCH = flags.DEFINE_integer("batch", 64, "Pairs a step.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of each step (median).")
 _CLASSES = flags.DEFINE_integer("classes", 10, "Teacher classes.")
+_PRODUCT = flags.DEFINE_list("product", ["1024", "2304", "256"],
+                             "rows,inner,cols of the float32 product whose rate is printed.")
+GOAL = 1.5  # the issue: each step at least 1.5x faster than the official code
 
 OFFICIAL_S = {"estimator step (L_adv)": 15.3, "estimator step (no L_adv)": 13.8,
               "student step (InfoNCE)": 1.67, "student step (ProxyAnchor)": 1.63}
@@ -78,6 +88,13 @@ def _teachers(config):
   return crossx_dfl.Teachers(frozen["photo"], frozen["sketch"], frozen["modality"],
                              dfsbir_teachers._proxies("photo"),
                              dfsbir_teachers._proxies("sketch")), constants
+
+
+def _timed(jitted, args_of_call) -> tuple[float, float]:
+  """(median seconds, GFLOP) of one step, compiled once."""
+  compiled = jitted.lower(*args_of_call(0)).compile()
+  return (timing.median_seconds(compiled, args_of_call, _REPEATS.value),
+          timing.compiled_flops(compiled) / 1e9)
 
 
 def main(argv):
@@ -113,8 +130,8 @@ def main(argv):
   opt_state = sgd.init(est_params)
   for name, weights in (("estimator step (L_adv)", crossx_dfl.Weights()),
                         ("estimator step (no L_adv)", crossx_dfl.Weights(adversarial=0.0))):
-    results[name] = timing.median_seconds(estimator_step(weights),
-                                    lambda i: (est_params, est_state, opt_state, noise(i)), _REPEATS.value)
+    results[name] = _timed(estimator_step(weights),
+                           lambda i: (est_params, est_state, opt_state, noise(i)))
   (photos, sketches), _ = jax.jit(generate)(est_params, est_state, noise(0))
   labels = jnp.arange(_BATCH.value) % _CLASSES.value
   (embedding, _), _ = jax.eval_shape(lambda v, x: students.encode(v, "photo", x, False),
@@ -133,25 +150,31 @@ def main(argv):
       return optax.apply_updates(params, updates), state, opt
     shifted = lambda i: (student_params, student_state, student_opt,
                          (photos + 1e-3 * i, sketches, labels, labels))
-    results[name] = timing.median_seconds(jax.jit(step), shifted, _REPEATS.value)
+    results[name] = _timed(jax.jit(step), shifted)
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+  shape = [int(x) for x in _PRODUCT.value]
+  product = timing.product_gflops(*shape, _REPEATS.value)
   print(f"CrossX-DFL steps, sizes={_SIZES.value}, batch {_BATCH.value}, "
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
         f"{jax.device_count()} device(s)), medians of {_REPEATS.value}")
   rows = []
-  for name, seconds in results.items():
+  for name, (seconds, gflop) in results.items():
     official = OFFICIAL_S[name] if _SIZES.value == "official" else None
     ratio = "" if official is None else f"   official {official:6.2f} s   ratio {official / seconds:5.2f}x"
     print(f"  {name:28s} {seconds:8.3f} s{ratio}")
-    rows.append({"step": name, "seconds": seconds, "official_s": official})
+    goal = "" if official is None else f", the {GOAL}x goal needs {gflop * GOAL / official:6.1f}"
+    print(f"  {'':28s} {gflop:8.1f} GFLOP a step, ran at {gflop / seconds:6.1f} GFLOP/s{goal}")
+    rows.append({"step": name, "seconds": seconds, "official_s": official, "gflop": gflop})
+  print(f"  fp32 product {shape[0]} x {shape[1]} -> {shape[2]} here: {product:.1f} GFLOP/s")
   print(f"  peak resident memory {peak_gib:.2f} GiB"
         + (f" (official {OFFICIAL_PEAK_GIB} GiB)" if _SIZES.value == "official" else ""))
   if _SIZES.value == "cpu":
     steps = config.dfl.estimator_steps
-    period = steps * results["estimator step (L_adv)"] + results["student step (InfoNCE)"]
+    period = steps * results["estimator step (L_adv)"][0] + results["student step (InfoNCE)"][0]
     print(f"  one period ({steps} estimator steps + 1 student step): {period:.1f} s")
   print(json.dumps({"sizes": _SIZES.value, "batch": _BATCH.value, "rows": rows,
-                    "peak_gib": peak_gib}))
+                    "peak_gib": peak_gib, "product_gflops": product,
+                    "product": shape}))
 
 
 if __name__ == "__main__":

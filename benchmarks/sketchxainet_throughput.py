@@ -39,6 +39,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cpu_reference  # noqa: E402
+import timing  # noqa: E402
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "../shared/data/quickdraw/simplified",
                                 "Folder of official simplified ndjson files.")
@@ -141,13 +142,13 @@ def run_one(spec: str) -> dict:
   def step_flops(b, key) -> float:
     """XLA's FLOP count of the step (a scan's body counts once: count one micro-batch)."""
     if num_micro == 1:
-      return _flops(compiled[key])
+      return timing.compiled_flops(compiled[key])
     first = jax.tree.map(lambda x: x[0], microbatch.split(b, num_micro, 1))
     if mode == "train":
       one = jax.value_and_grad(lambda p, m: loss(p, m, jax.random.key(1))[0])
     else:
       one = lambda p, m: model.apply({"params": p}, m, train=False)[0]
-    return num_micro * _flops(jax.jit(one).lower(params, first).compile())
+    return num_micro * timing.compiled_flops(jax.jit(one).lower(params, first).compile())
 
   compiled, flops_of_shape, flops = {}, {}, []
   for b in batches:  # compile every shape before timing
@@ -173,28 +174,6 @@ def run_one(spec: str) -> dict:
           "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
-def _flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", 0.0))
-
-
-def matmul_rate() -> float:
-  """float32 FLOP/s of a 2048^3 matmul on this machine (median of 5)."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  a = jax.random.normal(jax.random.key(0), (2048, 2048), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(5):
-    start = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * 2048**3 / float(np.median(times))
-
-
 def _fmt_ratio(x, y) -> str:
   return f"{x / y:5.2f}x" if x and y else "   - "
 
@@ -208,7 +187,7 @@ def main(argv):
   _, official = cpu_reference.reference_set(OFFICIAL, model_name)
   official = official or {}
   print(cpu_reference.describe(OFFICIAL, model_name))
-  rate = matmul_rate()
+  rate = timing.product_gflops(2048, 2048, 2048) * 1e9
   print(f"matmul rate (float32, 2048^3): {rate / 1e9:.1f} GFLOP/s; "
         f"{os.cpu_count()} cores; JAX {__import__('jax').__version__}")
   results = {}
@@ -239,7 +218,7 @@ def main(argv):
     print(f"{size:5}  {mode:5}  {batch:5} | {cell(f)} | {cell(m)} | "
           f"{off_speed or '-':>13} {off_mem or '-':>3} | {_fmt_ratio(fs, off_speed):>12} "
           f"{_fmt_ratio(ms, off_speed):>10} {_fmt_ratio(ms, fs):>15}")
-  print(f"\nFLOP/s as a share of the matmul rate: " + ", ".join(
+  print("\nFLOP/s as a share of the matmul rate: " + ", ".join(
       f"{k} {v['flops_per_s'] / rate:.0%}" for k, v in results.items()))
 
 

@@ -21,3 +21,21 @@ def median_seconds(fn: Callable[..., Any], args_of_call: Callable[[int], tuple],
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
   return statistics.median(times)
+
+
+def compiled_flops(compiled: Any) -> float:
+  """FLOPs of one call of a compiled program by XLA's cost analysis (nan if it has none)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def product_gflops(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
+  """GFLOP/s (wall) of one float32 product [rows, inner] @ [inner, cols] here, median of
+  `repeats`: the rate XLA CPU gives a program's dominant operation, so that GFLOP a step
+  over it bounds the step's speed on this machine."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(0), (rows, inner), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (inner, cols), jnp.float32)
+  seconds = median_seconds(jax.jit(jnp.matmul), lambda i: (a + i, b), repeats)
+  return 2 * rows * inner * cols / seconds / 1e9

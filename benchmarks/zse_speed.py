@@ -96,9 +96,7 @@ def _config():
 
 
 def _flops(jitted, *args) -> float:
-  cost = jitted.lower(*args).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get("flops", float("nan")))
+  return timing.compiled_flops(jitted.lower(*args).compile())
 
 
 def _images(key: int, count: int, size: int) -> jax.Array:
@@ -131,14 +129,6 @@ def bench_training(model, config, params) -> dict:
   seconds = timing.median_seconds(compiled, lambda i: (params, opt_state, batch(i), jax.random.key(i)), _REPEATS.value)
   return {"train_step_s": seconds, "train_buffers_gib": buffers,
           "train_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
-
-
-def product_gflops(rows: int, inner: int, cols: int) -> float:
-  """GFLOP/s (wall) of one float32 product [rows, inner] @ [inner, cols], median of repeats."""
-  a = jax.random.normal(jax.random.key(0), (rows, inner))
-  b = jax.random.normal(jax.random.key(1), (inner, cols))
-  seconds = timing.median_seconds(jax.jit(jnp.matmul), lambda i: (a + i, b), _REPEATS.value)
-  return 2 * rows * inner * cols / seconds / 1e9
 
 
 def bench_ranking(model, params, size: int) -> dict:
@@ -175,7 +165,8 @@ def bench_ranking(model, params, size: int) -> dict:
          "flops_pair_scoring": flops["pair"], "flops_item": flops["item"],
          "flops_pair_loop": flops["loop_call"] / (LOOP * LOOP)}
   tokens = sketches.unflatten(jnp.asarray(sketch_rows[:1]))["tokens"].shape[1]
-  out["product_gflops"] = product_gflops(cached_pairs * tokens, model.hidden, model.ca_mlp_dim)
+  out["product_gflops"] = timing.product_gflops(cached_pairs * tokens, model.hidden,
+                                                model.ca_mlp_dim, _REPEATS.value)
   for name, (nq, ng) in TEST_SETS.items():
     pairs = nq * ng
     seconds = (nq + ng) / out["items_per_s"] + pairs / out["rn_cached_pairs_per_s"]
