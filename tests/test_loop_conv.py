@@ -1,4 +1,5 @@
-"""loop_conv: lax's convolution and input gradient, the weight gradient as patches @ dy."""
+"""loop_conv: lax's convolution and input gradient, the weight gradient as patches @ dy;
+non-overlapping convolutions as patches @ kernel."""
 
 import jax
 from jax import lax
@@ -18,7 +19,8 @@ def _loss(conv, x, w):
 
 @pytest.mark.parametrize("kernel, strides, padding", [
     ((3, 3), (2, 2), ((1, 1), (1, 1))), ((7, 7), (2, 2), ((3, 3), (3, 3))),
-    ((4, 4), (4, 4), "VALID"), ((3, 2), (1, 2), "SAME")])
+    ((4, 4), (4, 4), "VALID"), ((2, 2), (2, 2), ((0, 0), (0, 0))), ((3, 2), (1, 2), "SAME"),
+    ((2, 2), (2, 2), ((1, 1), (1, 1)))])
 def test_values_and_gradients_equal_lax(kernel, strides, padding):
   x = jax.random.normal(jax.random.key(0), (2, 12, 10, 3))
   w = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
@@ -28,7 +30,10 @@ def test_values_and_gradients_equal_lax(kernel, strides, padding):
                                              dimension_numbers=_NHWC)))
 
   ours, theirs = loss(loop_conv.conv_general_dilated), loss(lax.conv_general_dilated)
-  np.testing.assert_array_equal(ours(x, w), theirs(x, w))  # the forward is lax's own
+  if kernel == strides and padding in ("VALID", ((0, 0), (0, 0))):  # patches @ kernel
+    np.testing.assert_allclose(ours(x, w), theirs(x, w), rtol=1e-5)
+  else:
+    np.testing.assert_array_equal(ours(x, w), theirs(x, w))  # the forward is lax's own
   for a, b in zip(jax.grad(ours, argnums=(0, 1))(x, w), jax.grad(theirs, argnums=(0, 1))(x, w)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert np.abs(np.asarray(a)).max() > 0.1
@@ -56,3 +61,15 @@ def test_grouped_or_dilated_convolutions_fall_back_to_lax():
       lax.conv_general_dilated(x, w, (1, 1), "SAME", **kwargs))
   assert "custom_vjp" not in str(jax.make_jaxpr(
       lambda x: loop_conv.conv_general_dilated(x, w, (1, 1), "SAME", **kwargs))(x))
+
+
+@pytest.mark.parametrize("shape, kernel", [((2, 13, 10, 3), (2, 2)), ((1, 16, 16, 4), (16, 16)),
+                                           ((3, 9, 8, 2), (3, 4))])
+def test_patch_conv_is_the_valid_convolution_with_its_kernel_as_stride(shape, kernel):
+  """Rows / columns past the last whole patch are dropped, as by a VALID convolution."""
+  x = jax.random.normal(jax.random.key(4), shape)
+  w = jax.random.normal(jax.random.key(5), (*kernel, shape[-1], 7))
+  ours = loop_conv.patch_conv(x, w)
+  theirs = lax.conv_general_dilated(x, w, kernel, "VALID", dimension_numbers=_NHWC)
+  assert ours.shape == theirs.shape
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -7,11 +7,18 @@ made its ViT-B training step 2.3x the time of its micro-batches). Written as the
 patches of the input (`lax.conv_general_dilated_patches`) times the output gradient, the
 same sums run at ~0.9x in a loop (1.5x XLA's own outside one).
 
+Non-overlapping convolutions (kernel = stride, no padding: ViT's patch embedding, ZSE-SBIR's
+2x2/2 anchor conv) are a reshape of the input into its patches and one matrix product, in
+every pass: XLA CPU ran ZSE's anchor conv as a convolution at ~20-30 GFLOP/s against ~65 for
+the same sums as a product (one thread of an Intel Xeon, session 22), and their gradients
+are then products too.
+
 `conv_general_dilated` has `lax.conv_general_dilated`'s signature, for
 `flax.linen.Conv(conv_general_dilated=...)`: for NHWC/HWIO 2-D convolutions without
-dilation or groups, the forward pass and the input gradient are lax's and the weight
-gradient is patches^T @ dy (the same sums, float32 rounding apart; tests/test_loop_conv.py);
-anything else is `lax.conv_general_dilated` itself.
+dilation or groups, non-overlapping ones are patches @ kernel and for the others the
+forward pass and the input gradient are lax's and the weight gradient is patches^T @ dy
+(the same sums, float32 rounding apart; tests/test_loop_conv.py); anything else is
+`lax.conv_general_dilated` itself.
 """
 
 from __future__ import annotations
@@ -46,7 +53,22 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
         rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
         feature_group_count=feature_group_count, batch_group_count=batch_group_count,
         precision=precision, preferred_element_type=preferred_element_type)
+  if tuple(window_strides) == rhs.shape[:2] and not any(lo or hi for lo, hi in pads):
+    return patch_conv(lhs, rhs)
   return _conv(lhs, rhs, tuple(window_strides), pads)
+
+
+def patch_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """A convolution whose stride is its kernel, unpadded: x [B, H, W, C_in], kernel
+  [kh, kw, C_in, C_out] -> [B, H // kh, W // kw, C_out] as the non-overlapping patches
+  [B * oh * ow, kh * kw * C_in] @ kernel (rows and columns past the last whole patch are
+  dropped, as by a VALID convolution)."""
+  b, h, w, c_in = x.shape
+  kh, kw, _, c_out = kernel.shape
+  oh, ow = h // kh, w // kw
+  patches = x[:, :oh * kh, :ow * kw].reshape(b, oh, kh, ow, kw, c_in).transpose(0, 1, 3, 2, 4, 5)
+  out = patches.reshape(b * oh * ow, kh * kw * c_in) @ kernel.reshape(kh * kw * c_in, c_out)
+  return out.reshape(b, oh, ow, c_out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
