@@ -354,22 +354,6 @@ def _resumes_exactly(workdir, resumed, *flags):
   return final
 
 
-def test_masked_negatives_resume_exactly_with_the_queue_labels(teachers, tmp_path):
-  """dfl.mask_same_class_negatives (ours): the queues' labels are checkpointed
-  and resumed with the keys."""
-  flags = (*_teacher_flags(teachers), "dfl.mask_same_class_negatives=True")
-  _run(tmp_path / "dfl", *flags)
-  rows = [json.loads(l) for l in (tmp_path / "dfl" / "metrics.jsonl").read_text().splitlines()]
-  assert 0.0 <= [r for r in rows if r["split"] == "train"][-1]["masked_negatives"] <= 1.0
-  final = _resumes_exactly(tmp_path / "dfl", tmp_path / "resumed", *flags)
-  labels = {jax.tree_util.keystr(path): leaf
-            for path, leaf in jax.tree_util.tree_leaves_with_path(final)
-            if "labels" in jax.tree_util.keystr(path)}
-  assert len(labels) == 2, labels.keys()
-  for leaf in labels.values():  # 4 periods of 8 pairs through 16 slots: every key a class's
-    assert leaf.shape == (16,) and np.all((leaf >= 0) & (leaf < 5))
-
-
 def test_teachers_of_other_classes_are_refused(teachers, tmp_path):
   with pytest.raises(ValueError, match=r"neither teacher knows the retrieval classes \['apple'\]"):
     _run(tmp_path / "x", *_teacher_flags(teachers), "data.classes=airplane,apple,cat")

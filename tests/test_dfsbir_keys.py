@@ -3,7 +3,7 @@ momentum key encoders (`Schedule.key_momentum`, MoCo's), in-batch negatives
 (`Schedule.in_batch_negatives`, CLIP / SimCLR's) and the logged collapse
 signals (`crossx_dfl.collapse_signals`). Hand-worked losses, the period update
 on the tiny stand-in networks of test_dfsbir, 8 devices = 1, and exact resume
-of the task with the key encoders in the state."""
+of the task with the key encoders and the queues' labels in the state."""
 
 import json
 
@@ -236,14 +236,23 @@ def test_config_switches_default_to_the_papers_infonce():
   assert schedule.key_momentum == 0.0 and schedule.in_batch_negatives is False
 
 
-def test_key_encoders_resume_exactly(teachers, tmp_path):  # noqa: F811
-  """dfl.key_momentum and dfl.in_batch_negatives (ours) through the task: the key
-  encoders are in the checkpoint and resume with everything else."""
-  flags = (*_teacher_flags(teachers), "dfl.key_momentum=0.9", "dfl.in_batch_negatives=True")
+def test_contrastive_switches_resume_exactly(teachers, tmp_path):  # noqa: F811
+  """The students' switches (ours) through the task in one run:
+  dfl.mask_same_class_negatives, dfl.key_momentum and dfl.in_batch_negatives. The
+  queues' labels and the key encoders are in the checkpoint and resume with
+  everything else."""
+  flags = (*_teacher_flags(teachers), "dfl.mask_same_class_negatives=True",
+           "dfl.key_momentum=0.9", "dfl.in_batch_negatives=True")
   _run(tmp_path / "dfl", *flags)
   rows = [json.loads(l) for l in (tmp_path / "dfl" / "metrics.jsonl").read_text().splitlines()]
   last = [r for r in rows if r["split"] == "train"][-1]
   assert 0.0 < last["key_cosine"] <= 1.0 + 1e-5 and np.isfinite(last["photo_cosine"])
+  assert 0.0 <= last["masked_negatives"] <= 1.0
   final = _resumes_exactly(tmp_path / "dfl", tmp_path / "resumed", *flags)
-  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(final)]
-  assert any("key_encoders" in p for p in paths), paths[:10]
+  leaves = {jax.tree_util.keystr(p): leaf
+            for p, leaf in jax.tree_util.tree_leaves_with_path(final)}
+  assert any("key_encoders" in p for p in leaves), list(leaves)[:10]
+  labels = [leaf for p, leaf in leaves.items() if "labels" in p]
+  assert len(labels) == 2, [p for p in leaves if "labels" in p]
+  for leaf in labels:  # 4 periods of 8 pairs through 16 slots: every key a class's
+    assert leaf.shape == (16,) and np.all((leaf >= 0) & (leaf < 5))
