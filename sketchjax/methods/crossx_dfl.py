@@ -34,7 +34,12 @@ Which parts are whose:
                         the queue keys of the pair's own teacher class;
                         `Schedule.key_momentum` (momentum key encoders, MoCo's)
                         and `Schedule.in_batch_negatives` (CLIP / SimCLR's),
-                        against the students' collapse; `collapse_signals`.
+                        against the students' collapse; `collapse_signals`;
+                        `Schedule.class_positives` (supervised contrastive),
+                        projection heads for the contrastive loss only
+                        (`params["heads"]`, SimCLR's; `projection_heads`) and
+                        `Schedule.student_grad_clip` (global-norm clipping of
+                        the students' step), against the same collapse.
 
 The paper's baselines (spec 2.8), each a switch here (the paper names them in
 its table and says little more; the readings are ours, see each switch):
@@ -53,6 +58,7 @@ its table and says little more; the readings are ours, see each switch):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -291,11 +297,40 @@ def collapse_signals(photo: jax.Array, sketch: jax.Array, photo_labels: jax.Arra
   return out
 
 
+def projection_heads(rng: jax.Array, in_dim: int, dim: int, hidden: int = 0) -> dict:
+  """Ours (SimCLR's projection head, here against the students' collapse): the
+  parameters of one head per modality, {"photo", "sketch": {"dense_0": {"kernel",
+  "bias"}, ...}}: one Dense in_dim -> dim (hidden = 0, linear), or Dense in_dim ->
+  hidden, ReLU, Dense hidden -> dim (a 2-layer MLP); kernels LeCun-normal and
+  biases 0, as flax's Dense."""
+  widths = (in_dim, dim) if not hidden else (in_dim, hidden, dim)
+  init = jax.nn.initializers.lecun_normal()
+  heads = {}
+  for modality, key in zip(("photo", "sketch"), jax.random.split(rng)):
+    keys = jax.random.split(key, len(widths) - 1)
+    heads[modality] = {f"dense_{i}": {"kernel": init(k, (a, b), jnp.float32),
+                                      "bias": jnp.zeros(b, jnp.float32)}
+                       for i, (k, a, b) in enumerate(zip(keys, widths[:-1], widths[1:]))}
+  return heads
+
+
+def apply_head(head: dict, embeddings: jax.Array) -> jax.Array:
+  """One modality's head (`projection_heads`) on the students' unit embeddings
+  [B, F] -> unit outputs [B, dim] (ReLU between layers, none after the last)."""
+  x = embeddings
+  for index in range(len(head)):
+    if index:
+      x = jax.nn.relu(x)
+    x = x @ head[f"dense_{index}"]["kernel"] + head[f"dense_{index}"]["bias"]
+  return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)
+
+
 def student_loss(student_params: Any, student_state: Any, *, students: Students,
                  pairs: tuple, teachers: Teachers, constants: Any, queues: losses.Queues,
                  metric: str, temperature: float, mask_same_class: bool = False,
                  keys: tuple[jax.Array, jax.Array] | None = None,
-                 in_batch_negatives: bool = False
+                 in_batch_negatives: bool = False, class_positives: bool = False,
+                 head_params: dict | None = None
                  ) -> tuple[jax.Array, tuple[dict, Any, tuple]]:
   """L_metric of the student step on generated pairs (no gradient to the estimators):
   `metric` "info_nce" (vanilla.py), "proxy_anchor" (main.py) or "distillation"
@@ -311,11 +346,21 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
   mean cosine of each embedding with its own key (1: the key encoders are the
   students). in_batch_negatives (ours; InfoNCE): the batch's other pairs' keys
   are negatives too (`losses.queue_info_nce`).
+  class_positives (ours; InfoNCE, labelled queues): every key of the pair's
+  teacher class in the batch and the queue is a positive (supervised
+  contrastive, `losses.queue_info_nce(class_positives=True)`); logged:
+  "positives_per_query".
+  head_params (ours; InfoNCE): `projection_heads` parameters: the InfoNCE
+  loss sees each modality's head on the students' unit embeddings, and the
+  returned embeddings (what the queues receive) are the heads' outputs; the
+  collapse signals and "pair_cosine" stay those of the students' embeddings
+  (what retrieval uses), the heads' are logged with the prefix "head_".
 
   Returns (loss, (metrics, new student state, (photo, sketch) embeddings)).
   """
   for name, on in (("mask_same_class", mask_same_class), ("keys", keys is not None),
-                   ("in_batch_negatives", in_batch_negatives)):
+                   ("in_batch_negatives", in_batch_negatives),
+                   ("class_positives", class_positives), ("head_params", head_params is not None)):
     if on and metric != "info_nce":
       raise ValueError(f"{name} applies to InfoNCE students, not metric={metric!r}")
   photos, sketches, photo_labels, sketch_labels = jax.tree.map(jax.lax.stop_gradient, pairs)
@@ -327,6 +372,10 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
                                                          prepare(sketches), train=True)
   new_state = {k: v for k, v in variables.items() if k != "params"}
   extra = {}
+  backbone = (photo, sketch)
+  if head_params is not None:
+    photo = apply_head(head_params["photo"], photo)
+    sketch = apply_head(head_params["sketch"], sketch)
   if metric == "distillation":
     if teachers.photo_proxies is None or teachers.sketch_proxies is None:
       raise ValueError("distillation students need both teachers' classifiers, with the "
@@ -335,12 +384,21 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
                               *teachers.photo_proxies(constants)) +
             distillation_loss(sketch_features, teachers.sketch(constants, sketches)[0],
                               *teachers.sketch_proxies(constants)))
-  elif metric == "info_nce" and (mask_same_class or keys is not None or in_batch_negatives):
+  elif metric == "info_nce" and (mask_same_class or keys is not None or in_batch_negatives
+                                 or class_positives):
     options = {"in_batch_negatives": in_batch_negatives}
+    if mask_same_class and class_positives:
+      raise ValueError("class_positives makes the queue keys of the pair's class positives; "
+                       "mask_same_class (which drops them) does not combine with it")
     if mask_same_class:
       options.update(photo_labels=photo_labels, sketch_labels=sketch_labels)
       masked = losses.same_class_negatives(queues, photo_labels, sketch_labels)
       extra["masked_negatives"] = (jnp.mean(masked[0]) + jnp.mean(masked[1])) / 2
+    if class_positives:
+      options.update(photo_labels=photo_labels, sketch_labels=sketch_labels,
+                     class_positives=True)
+      extra["positives_per_query"] = losses.class_positive_counts(queues, photo_labels,
+                                                                  sketch_labels)
     if keys is not None:
       options.update(photo_keys=keys[0], sketch_keys=keys[1])
       extra["key_cosine"] = jax.lax.stop_gradient(
@@ -360,10 +418,15 @@ def student_loss(student_params: Any, student_state: Any, *, students: Students,
     raise ValueError(f"unknown student metric {metric!r}; expected 'info_nce', "
                      "'proxy_anchor' or 'distillation'")
   num_photo_classes = jax.eval_shape(teachers.photo, constants, photos)[0].shape[-1]
-  metrics = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1)), **extra,
+  metrics = {"pair_cosine": jnp.mean(jnp.sum(backbone[0] * backbone[1], -1)), **extra,
              **jax.lax.stop_gradient(collapse_signals(
-                 photo, sketch, photo_labels, sketch_labels,
+                 *backbone, photo_labels, sketch_labels,
                  teachers.sketch_of_photo(num_photo_classes)))}
+  if head_params is not None:
+    head = {"pair_cosine": jnp.mean(jnp.sum(photo * sketch, -1)),
+            **collapse_signals(photo, sketch, photo_labels, sketch_labels,
+                               teachers.sketch_of_photo(num_photo_classes))}
+    metrics.update({f"head_{k}": jax.lax.stop_gradient(v) for k, v in head.items()})
   return loss, (metrics, new_state, (photo, sketch))
 
 
@@ -401,6 +464,16 @@ class Schedule:
     negatives too (their keys), as in CLIP / SimCLR; with
     `mask_same_class_negatives` those of the pair's class are dropped as the
     queue's. False: the paper's, queue keys only.
+  class_positives: ours, InfoNCE only (labelled queues): supervised
+    contrastive on the pairs' teacher labels: every key of the pair's class
+    in the batch and the queue is a positive (`student_loss`). False: the
+    paper's, one positive (the pair's own key).
+  student_grad_clip: ours: > 0, the students' gradient (with the heads' when
+    `params["heads"]` is there) is clipped to this global norm before their
+    optimiser (optax.clip_by_global_norm's rule); "grad_norm" stays the
+    unclipped norm. 0: the paper's, no clipping.
+  (Projection heads are no switch here: `params["heads"]` present, from
+  `projection_heads`, turns them on; see `period_update`.)
   The baselines' sources (no estimator; `estimator_steps` unused):
     "gaussian"  the Gaussian prior: photos and sketches drawn independently,
                 N(0, gaussian_std^2) per pixel clipped to [-1, 1], of side
@@ -427,6 +500,8 @@ class Schedule:
   mask_same_class_negatives: bool = False
   key_momentum: float = 0.0
   in_batch_negatives: bool = False
+  class_positives: bool = False
+  student_grad_clip: float = 0.0
 
 
 ESTIMATORS = ("dcgan", "inversion", "gaussian", "real")
@@ -565,13 +640,27 @@ def key_embeddings(key_variables: Any, students: Students, photos: jax.Array,
   return jax.lax.stop_gradient((photo, sketch)), key_variables
 
 
-def _check_contrastive_switches(schedule: "Schedule", model_state: dict) -> None:
-  """Clear errors for the key-encoder and in-batch switches (ours)."""
+def _check_contrastive_switches(schedule: "Schedule", model_state: dict,
+                                params: dict | None = None) -> None:
+  """Clear errors for the key-encoder, in-batch, class-positive and head switches (ours)."""
+  heads = params is not None and "heads" in params
   for name, on in (("key_momentum", schedule.key_momentum),
-                   ("in_batch_negatives", schedule.in_batch_negatives)):
+                   ("in_batch_negatives", schedule.in_batch_negatives),
+                   ("class_positives", schedule.class_positives)):
     if on and schedule.metric != "info_nce":
       raise ValueError(f"Schedule.{name} applies to InfoNCE students, not "
                        f"metric={schedule.metric!r}")
+  if heads and schedule.metric != "info_nce":
+    raise ValueError("projection heads (params['heads']) apply to InfoNCE students, not "
+                     f"metric={schedule.metric!r}")
+  if heads and schedule.key_momentum:
+    raise ValueError("projection heads (params['heads']) and key_momentum do not combine: the "
+                     "key encoders have no heads")
+  if schedule.class_positives and schedule.mask_same_class_negatives:
+    raise ValueError("Schedule.class_positives makes the keys of the pair's class positives; "
+                     "mask_same_class_negatives (which drops them) does not combine with it")
+  if schedule.student_grad_clip < 0:
+    raise ValueError(f"Schedule.student_grad_clip must be >= 0, got {schedule.student_grad_clip}")
   if not 0.0 <= schedule.key_momentum < 1.0:
     raise ValueError(f"Schedule.key_momentum must be in [0, 1), got {schedule.key_momentum}")
   if bool(schedule.key_momentum) != ("key_encoders" in model_state):
@@ -588,14 +677,16 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
                   shard: Callable[[jax.Array], jax.Array] = lambda x: x,
                   real: tuple[jax.Array, jax.Array] | None = None
                   ) -> tuple[dict, dict, dict, dict]:
-  """One schedule period. params {"estimators", "students"}; model_state
+  """One schedule period. params {"estimators", "students"} (+ "heads", ours:
+  `projection_heads` for the InfoNCE loss, trained with the students by
+  `optimizers["heads"]`); model_state
   {"estimators", "students", "queues"} (+ "key_encoders" with
   `schedule.key_momentum`); opt_state per group; `shard` places the
   noise batch on the devices (a sharding constraint); `real` (photos, sketches)
   [B, S, S, 3] in [-1, 1] for `schedule.estimator == "real"`. Returns the
   updated (params, model_state, opt_state, metrics)."""
   student_variables = {"params": params["students"], **model_state["students"]}
-  _check_contrastive_switches(schedule, model_state)
+  _check_contrastive_switches(schedule, model_state, params)
   num_classes = schedule.conditional_classes
   if num_classes and schedule.estimator != "dcgan":
     raise ValueError("Schedule.conditional_classes needs the DCGAN estimators, not "
@@ -660,26 +751,53 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
     key_variables = {**model_state["key_encoders"], "params": momentum_update(
         model_state["key_encoders"]["params"], params["students"], schedule.key_momentum)}
     keys, new_state["key_encoders"] = key_embeddings(key_variables, students, *last_pairs[:2])
-  (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
-      student_loss, has_aux=True)(
-          params["students"], model_state["students"], students=students, pairs=last_pairs,
-          teachers=teachers, constants=constants, queues=model_state["queues"],
-          metric=schedule.metric, temperature=schedule.temperature,
-          mask_same_class=schedule.mask_same_class_negatives, keys=keys,
-          in_batch_negatives=schedule.in_batch_negatives)
+  options = {}
+  if schedule.class_positives:  # ours; absent when off, so the call is today's
+    options["class_positives"] = True
+  loss_of = functools.partial(
+      student_loss, students=students, pairs=last_pairs, teachers=teachers, constants=constants,
+      queues=model_state["queues"], metric=schedule.metric, temperature=schedule.temperature,
+      mask_same_class=schedule.mask_same_class_negatives, keys=keys,
+      in_batch_negatives=schedule.in_batch_negatives, **options)
+  new_params, new_opt = {}, {}
+  if "heads" not in params:
+    (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
+        loss_of, has_aux=True)(params["students"], model_state["students"])
+    grad_norm = optax.tree.norm(grads)
+    if schedule.student_grad_clip:
+      grads = clip_by_global_norm(grads, grad_norm, schedule.student_grad_clip)
+  else:  # ours: the heads get the InfoNCE gradient with the students, one clipping for both
+    (loss, (metrics, student_state, (photo, sketch))), (grads, head_grads) = jax.value_and_grad(
+        lambda p, h, s: loss_of(p, s, head_params=h), argnums=(0, 1), has_aux=True)(
+            params["students"], params["heads"], model_state["students"])
+    grad_norm = optax.tree.norm((grads, head_grads))
+    if schedule.student_grad_clip:
+      grads, head_grads = clip_by_global_norm((grads, head_grads), grad_norm,
+                                              schedule.student_grad_clip)
+    head_updates, new_opt["heads"] = optimizers["heads"].update(head_grads, opt_state["heads"],
+                                                                params["heads"])
+    new_params["heads"] = optax.apply_updates(params["heads"], head_updates)
+    metrics["head_grad_norm"] = optax.tree.norm(head_grads)
   updates, student_opt = optimizers["students"].update(grads, opt_state["students"],
                                                        params["students"])
   labels = ({"sketch_labels": last_pairs[3], "photo_labels": last_pairs[2]}
-            if schedule.mask_same_class_negatives else {})
+            if schedule.mask_same_class_negatives or schedule.class_positives else {})
   if keys is not None:
     photo, sketch = keys
   queues = model_state["queues"].push(sketch, photo, official=schedule.official_queue, **labels)
   agreement = jnp.mean((last_pairs[2] == last_pairs[3]).astype(jnp.float32))
   metrics = {**per_step, **metrics, "loss": loss,
-             "grad_norm": optax.tree.norm(grads), "teacher_label_agreement": agreement}
-  return ({"estimators": est_params, "students": optax.apply_updates(params["students"], updates)},
+             "grad_norm": grad_norm, "teacher_label_agreement": agreement}
+  return ({"estimators": est_params, "students": optax.apply_updates(params["students"], updates),
+           **new_params},
           {"estimators": est_state, "students": student_state, "queues": queues, **new_state},
-          {"estimators": est_opt, "students": student_opt}, metrics)
+          {"estimators": est_opt, "students": student_opt, **new_opt}, metrics)
+
+
+def clip_by_global_norm(tree: Any, norm: jax.Array, max_norm: float) -> Any:
+  """optax.clip_by_global_norm's rule with the norm given: the tree as it is
+  where norm < max_norm, else scaled to max_norm (ours, `Schedule.student_grad_clip`)."""
+  return jax.tree.map(lambda g: jnp.where(norm < max_norm, g, g / norm * max_norm), tree)
 
 
 def two_group_optimizer(optimizers: dict[str, optax.GradientTransformation]

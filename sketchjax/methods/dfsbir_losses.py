@@ -21,6 +21,8 @@ Encoder (student) losses:
                       dropped (`same_class_negatives`, labelled queues), keys
                       from momentum key encoders (MoCo's), the batch's other
                       pairs as negatives too (in-batch, CLIP / SimCLR's);
+                      every same-class key of the batch and the queue a
+                      positive (`class_positives`, supervised contrastive);
   proxy_anchor_loss   Proxy Anchor (pytorch-metric-learning's defaults, cosine)
                       with fixed proxies (the teacher's classifier weights).
 All take float32 arrays with the batch on axis 0; under `jit` over a global
@@ -164,7 +166,7 @@ def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
                    temperature: float = 0.07, *, photo_labels: jax.Array | None = None,
                    sketch_labels: jax.Array | None = None,
                    photo_keys: jax.Array | None = None, sketch_keys: jax.Array | None = None,
-                   in_batch_negatives: bool = False) -> jax.Array:
+                   in_batch_negatives: bool = False, class_positives: bool = False) -> jax.Array:
   """CE([u_p . sg(k_s), u_p . Q_s] / T, 0) + CE([u_s . sg(k_p), u_s . Q_p] / T, 0),
   batch means; photo, sketch [B, D] unit embeddings of the pairs (row i of
   both from the same noise), queues of [K, D] keys. The positive key carries
@@ -184,11 +186,27 @@ def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
       well as the queue's (photo query i against k_s of every j != i, sketch
       query i against k_p of every j != i; CLIP / SimCLR's negatives, which
       are computed by the current encoders, unlike the queue's older keys).
+    class_positives (needs the labels and labelled queues): supervised
+      contrastive (Khosla et al. 2020, their L_out, on the teachers' labels):
+      the keys of the query's class (its partner's label, compared as
+      `same_class_negatives` does) are positives instead of being negatives
+      or dropped: the queue's, and the batch's other pairs' keys j != i of that
+      class (these join the softmax whether or not `in_batch_negatives`; the
+      batch's other-class keys are negatives only with `in_batch_negatives`).
+      A row's loss is the mean over its positives P(i) (its own pair's key
+      always one) of -log softmax over positives and negatives; with no
+      same-class key anywhere it is the InfoNCE row above.
   """
   if (photo_labels is None) != (sketch_labels is None):
     raise ValueError("give both photo_labels and sketch_labels, or neither")
   if (photo_keys is None) != (sketch_keys is None):
     raise ValueError("give both photo_keys and sketch_keys, or neither")
+  if class_positives:
+    if photo_labels is None:
+      raise ValueError("class_positives needs photo_labels and sketch_labels (and labelled "
+                       "queues)")
+    return _class_positive_info_nce(photo, sketch, queues, temperature, photo_labels,
+                                    sketch_labels, photo_keys, sketch_keys, in_batch_negatives)
   labelled = photo_labels is not None
   masks = (None, None) if not labelled else same_class_negatives(queues, photo_labels,
                                                                  sketch_labels)
@@ -221,6 +239,47 @@ def queue_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
                   masks[0], batch_keep[0]) +
           one_way(sketch, photo if photo_keys is None else photo_keys, queues.photo_keys,
                   masks[1], batch_keep[1]))
+
+
+def _class_positive_info_nce(photo: jax.Array, sketch: jax.Array, queues: Queues,
+                             temperature: float, photo_labels: jax.Array,
+                             sketch_labels: jax.Array, photo_keys: jax.Array | None,
+                             sketch_keys: jax.Array | None, in_batch_negatives: bool
+                             ) -> jax.Array:
+  """`queue_info_nce(class_positives=True)`: both directions, batch means."""
+  queue_same = same_class_negatives(queues, photo_labels, sketch_labels)
+  others = ~jnp.eye(photo.shape[0], dtype=bool)
+  own_class = lambda labels: labels[:, None] == labels[None, :]
+
+  def one_way(query, key, negatives, queue_positive, labels):
+    key = jax.lax.stop_gradient(key)
+    positive = jnp.sum(query * key, axis=-1, keepdims=True)
+    logits = jnp.concatenate([positive, query @ negatives.T, query @ key.T], axis=-1) / temperature
+    batch_positive = others & own_class(labels)
+    batch_keep = others if in_batch_negatives else batch_positive
+    first = jnp.ones_like(batch_positive[:, :1])
+    keep = jnp.concatenate([first, jnp.ones_like(queue_positive), batch_keep], axis=-1)
+    positives = jnp.concatenate([first, queue_positive, batch_positive], axis=-1)
+    log_prob = logits - jax.nn.logsumexp(logits, axis=-1, where=keep, keepdims=True)
+    rows = -jnp.sum(jnp.where(positives, log_prob, 0.0), -1) / jnp.sum(positives, -1)
+    return jnp.mean(rows)
+
+  return (one_way(photo, sketch if sketch_keys is None else sketch_keys, queues.sketch_keys,
+                  queue_same[0], sketch_labels) +
+          one_way(sketch, photo if photo_keys is None else photo_keys, queues.photo_keys,
+                  queue_same[1], photo_labels))
+
+
+def class_positive_counts(queues: Queues, photo_labels: jax.Array, sketch_labels: jax.Array
+                          ) -> jax.Array:
+  """Ours, logged with `class_positives`: the mean number of positives a query
+  has (its own pair's key, the queue's and the batch's other keys of its
+  class), over both directions."""
+  queue_same = same_class_negatives(queues, photo_labels, sketch_labels)
+  others = ~jnp.eye(photo_labels.shape[0], dtype=bool)
+  count = lambda queue, labels: jnp.mean(
+      1 + jnp.sum(queue, -1) + jnp.sum(others & (labels[:, None] == labels[None, :]), -1))
+  return (count(queue_same[0], sketch_labels) + count(queue_same[1], photo_labels)) / 2
 
 
 def proxy_anchor_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Array,

@@ -186,9 +186,11 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   estimator = _estimator(config, teachers, constants)
   optimizers = {
       "estimators": optax.sgd(dfl.estimator_learning_rate, momentum=0.9),
-      "students": optax.sgd(optax.cosine_decay_schedule(dfl.student_learning_rate,
-                                                        config.train.num_steps), momentum=0.9),
+      "students": optax.sgd(student_schedule(config), momentum=0.9),
   }
+  heads = config.students.projection_dim > 0  # ours: projection heads for InfoNCE only
+  if heads:  # trained with the students, the same optimiser and schedule
+    optimizers["heads"] = optax.sgd(student_schedule(config), momentum=0.9)
   initial = encoders.initial_variables(lambda: encoders.init_encoder_variables(
       students, jax.random.key(config.seed), config.data.image_size,
       config.students.pretrained or None))
@@ -208,10 +210,17 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
                                  method=students.encode_photo)[0], student_vars).shape[-1]
     params = {"estimators": {m: v["params"] for m, v in est.items()},
               "students": student_params}
+    key_dim = embed_dim
+    if heads:  # ours; its own key, so the rest of the init is today's
+      params["heads"] = crossx_dfl.projection_heads(
+          jax.random.fold_in(rng, 1), embed_dim, config.students.projection_dim,
+          config.students.projection_hidden)
+      key_dim = config.students.projection_dim
+    labelled = dfl.mask_same_class_negatives or dfl.class_positives
     state = {"estimators": {m: {"batch_stats": v["batch_stats"]} for m, v in est.items()},
              "students": student_state,
-             "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, embed_dim,
-                                                   labelled=dfl.mask_same_class_negatives)}
+             "queues": dfsbir_losses.Queues.random(queue_rng, dfl.queue_size, key_dim,
+                                                   labelled=labelled)}
     if dfl.key_momentum:  # ours: MoCo's key encoders start as the students
       state["key_encoders"] = jax.tree.map(jnp.copy, {"params": student_params, **student_state})
     return params, state
@@ -229,7 +238,8 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
       gaussian_size=config.estimator.output_size, gaussian_std=dfl.gaussian_std,
       conditional_classes=estimator.num_classes,
       mask_same_class_negatives=dfl.mask_same_class_negatives, key_momentum=dfl.key_momentum,
-      in_batch_negatives=dfl.in_batch_negatives)
+      in_batch_negatives=dfl.in_batch_negatives, class_positives=dfl.class_positives,
+      student_grad_clip=dfl.student_grad_clip)
   noise_sharding = NamedSharding(mesh, PartitionSpec(mesh_lib.DATA_AXIS))
 
   def update(params, model_state, opt_state, batch, rng, constants):
@@ -244,6 +254,19 @@ def dfl_objective(config: ml_collections.ConfigDict, teachers: crossx_dfl.Teache
   return trainer.Objective(init=init, loss=None, evaluate=None, stateful=True, update=update,
                            optimizer=crossx_dfl.two_group_optimizer(optimizers),
                            constants=constants)
+
+
+def student_schedule(config: ml_collections.ConfigDict):
+  """The students' learning rate by period: the official cosine decay of
+  `dfl.student_learning_rate` over `train.num_steps`; ours, with
+  `dfl.student_warmup_periods` = W > 0, times min(1, (t + 1) / W) (a linear
+  warm-up over the first W periods, the cosine unchanged after)."""
+  dfl = config.dfl
+  cosine = optax.cosine_decay_schedule(dfl.student_learning_rate, config.train.num_steps)
+  if not dfl.student_warmup_periods:
+    return cosine
+  warmup = dfl.student_warmup_periods
+  return lambda step: cosine(step) * jnp.minimum(1.0, (step + 1) / warmup)
 
 
 def alternative_classes(config: ml_collections.ConfigDict,

@@ -53,6 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.students.backbone = "mobilenet_v2"  # "resnet34" official
   c.students.pretrained = str(sbir_config.MOBILENET_V2_TFLITE)  # "" = random (official)
   c.students.embed_dim = 0  # 0: normalised backbone features (official); else a projection
+  # ours, not the paper's, InfoNCE only, against the students' collapse: a projection head per
+  # modality on the students' unit embeddings, for the contrastive loss (and the queues) only;
+  # retrieval keeps the students' embeddings. 0 = off; projection_hidden 0 = one linear
+  # layer, > 0 = Dense(hidden), ReLU, Dense(projection_dim)
+  c.students.projection_dim = 0
+  c.students.projection_hidden = 0
   c.students.official_normalization = False  # True: the code's thirds-of-buffer statistics
 
   c.dfl = ml_collections.ConfigDict()
@@ -80,6 +86,13 @@ def base_config() -> ml_collections.ConfigDict:
   # MoCo uses 0.999), and the batch's other pairs as negatives besides the queue's
   c.dfl.key_momentum = 0.0
   c.dfl.in_batch_negatives = False
+  # ours, not the paper's, against the same collapse: supervised-contrastive InfoNCE (every key
+  # of the pair's teacher class in the batch and the queue a positive; labelled queues), and
+  # the students' step: global-norm clipping of their gradient (0 = off) and a linear warm-up
+  # of their learning rate over the first periods (0 = off: the official cosine alone)
+  c.dfl.class_positives = False
+  c.dfl.student_grad_clip = 0.0
+  c.dfl.student_warmup_periods = 0
   # The paper's baselines (spec 2.8; variants gaussian, unimodal, metadata, alternative):
   c.dfl.statistics = 0.0  # meta-data: weight of the teachers' feature-statistics loss
   c.dfl.gaussian_std = 0.5  # gaussian: pixel std before clipping to [-1, 1]
