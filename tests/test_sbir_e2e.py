@@ -67,11 +67,12 @@ def test_train_leaves_metrics_checkpoints_and_figure(trained):
 def test_one_and_eight_devices_give_the_same_losses(trained):
   """The same first loss (same parameters and batch; negatives gathered from
   every device); later steps drift apart by float rounding, which Adam's
-  normalised updates amplify, so they are compared loosely."""
+  normalised updates amplify, so they are compared loosely (step 4 differs by 0.5% on an
+  AVX-512 Intel Xeon, by less on an AMD EPYC)."""
   losses = [[r["loss"] for r in _rows(trained[d], "train")] for d in (1, 8)]
   assert len(losses[0]) == 4
   np.testing.assert_allclose(losses[0][0], losses[1][0], rtol=1e-5)
-  np.testing.assert_allclose(losses[0], losses[1], rtol=5e-3)
+  np.testing.assert_allclose(losses[0], losses[1], rtol=2e-2)
 
 
 def _config(mode, **retrieve):

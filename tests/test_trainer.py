@@ -216,7 +216,8 @@ def test_stateful_objective_trains_resumes_and_evaluates(tmp_path):
   one = _stateful_run(tmp_path / "one", 10, mesh_lib.make_mesh(devices=jax.devices()[:1]))
   np.testing.assert_allclose(_train_losses(tmp_path / "one"),
                              _train_losses(tmp_path / "eight"), rtol=1e-5)
-  np.testing.assert_allclose(one["mse"], eight["mse"], rtol=1e-4)  # float sums differ
+  # float sums differ (by 1.3e-4 after 10 steps on an AVX-512 Intel Xeon)
+  np.testing.assert_allclose(one["mse"], eight["mse"], rtol=1e-3)
   assert [r["step"] for r in _read_metrics(tmp_path / "eight") if r["split"] == "eval"] == [5, 10]
 
   _stateful_run(tmp_path / "resumed", 6)
