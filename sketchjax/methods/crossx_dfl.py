@@ -322,7 +322,7 @@ def apply_head(head: dict, embeddings: jax.Array) -> jax.Array:
     if index:
       x = jax.nn.relu(x)
     x = x @ head[f"dense_{index}"]["kernel"] + head[f"dense_{index}"]["bias"]
-  return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)
+  return losses.unit_rows(x)
 
 
 def student_loss(student_params: Any, student_state: Any, *, students: Students,
@@ -751,29 +751,21 @@ def period_update(params: dict, model_state: dict, opt_state: dict, rng: jax.Arr
     key_variables = {**model_state["key_encoders"], "params": momentum_update(
         model_state["key_encoders"]["params"], params["students"], schedule.key_momentum)}
     keys, new_state["key_encoders"] = key_embeddings(key_variables, students, *last_pairs[:2])
-  options = {}
-  if schedule.class_positives:  # ours; absent when off, so the call is today's
-    options["class_positives"] = True
   loss_of = functools.partial(
       student_loss, students=students, pairs=last_pairs, teachers=teachers, constants=constants,
       queues=model_state["queues"], metric=schedule.metric, temperature=schedule.temperature,
       mask_same_class=schedule.mask_same_class_negatives, keys=keys,
-      in_batch_negatives=schedule.in_batch_negatives, **options)
+      in_batch_negatives=schedule.in_batch_negatives, class_positives=schedule.class_positives)
+  # ours: the heads (None without them: no gradient) learn with the students, one clipping
+  (loss, (metrics, student_state, (photo, sketch))), (grads, head_grads) = jax.value_and_grad(
+      lambda p, h, s: loss_of(p, s, head_params=h), argnums=(0, 1), has_aux=True)(
+          params["students"], params.get("heads"), model_state["students"])
+  grad_norm = optax.tree.norm((grads, head_grads))
+  if schedule.student_grad_clip:
+    grads, head_grads = clip_by_global_norm((grads, head_grads), grad_norm,
+                                            schedule.student_grad_clip)
   new_params, new_opt = {}, {}
-  if "heads" not in params:
-    (loss, (metrics, student_state, (photo, sketch))), grads = jax.value_and_grad(
-        loss_of, has_aux=True)(params["students"], model_state["students"])
-    grad_norm = optax.tree.norm(grads)
-    if schedule.student_grad_clip:
-      grads = clip_by_global_norm(grads, grad_norm, schedule.student_grad_clip)
-  else:  # ours: the heads get the InfoNCE gradient with the students, one clipping for both
-    (loss, (metrics, student_state, (photo, sketch))), (grads, head_grads) = jax.value_and_grad(
-        lambda p, h, s: loss_of(p, s, head_params=h), argnums=(0, 1), has_aux=True)(
-            params["students"], params["heads"], model_state["students"])
-    grad_norm = optax.tree.norm((grads, head_grads))
-    if schedule.student_grad_clip:
-      grads, head_grads = clip_by_global_norm((grads, head_grads), grad_norm,
-                                              schedule.student_grad_clip)
+  if "heads" in params:
     head_updates, new_opt["heads"] = optimizers["heads"].update(head_grads, opt_state["heads"],
                                                                 params["heads"])
     new_params["heads"] = optax.apply_updates(params["heads"], head_updates)

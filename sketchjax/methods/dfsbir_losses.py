@@ -86,7 +86,9 @@ def adversarial_loss(features: jax.Array, kernel: jax.Array, bias: jax.Array,
   return -jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-def _unit(x: jax.Array, axis: int = -1) -> jax.Array:
+def unit_rows(x: jax.Array, axis: int = -1) -> jax.Array:
+  """x over its L2 norm along `axis` (x * rsqrt(|x|^2 + 1e-12)): the normalisation of
+  every DFL embedding, key and proxy."""
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
 
 
@@ -117,7 +119,7 @@ class Queues:
     adds labels -1 (no class) for them."""
     a, b = jax.random.split(rng)
     labels = jnp.full((size,), -1, jnp.int32) if labelled else None
-    return cls(_unit(jax.random.normal(a, (size, dim))), _unit(jax.random.normal(b, (size, dim))),
+    return cls(unit_rows(jax.random.normal(a, (size, dim))), unit_rows(jax.random.normal(b, (size, dim))),
                jnp.zeros((), jnp.int32), labels, labels)
 
   def push(self, sketch: jax.Array, photo: jax.Array, *, official: bool = False,
@@ -291,7 +293,7 @@ def proxy_anchor_loss(embeddings: jax.Array, labels: jax.Array, proxies: jax.Arr
     + (1/C) sum_p log(1 + sum_{x in X_p-} exp(alpha (s(x,p) + margin)))
   with P+ the proxies with a positive in the batch.
   """
-  sim = _unit(embeddings) @ _unit(proxies).T  # [B, C]
+  sim = unit_rows(embeddings) @ unit_rows(proxies).T  # [B, C]
   positive = jax.nn.one_hot(labels, proxies.shape[0], dtype=bool)
   # log(1 + sum exp(z)) over the masked rows = logsumexp over them and a 0.
   def log1p_sum_exp(z, mask):
