@@ -238,16 +238,23 @@ def test_config_switches_default_to_the_papers_infonce():
 
 def test_contrastive_switches_resume_exactly(teachers, tmp_path):  # noqa: F811
   """The students' switches (ours) through the task in one run:
-  dfl.mask_same_class_negatives, dfl.key_momentum and dfl.in_batch_negatives. The
-  queues' labels and the key encoders are in the checkpoint and resume with
-  everything else."""
+  dfl.mask_same_class_negatives, dfl.key_momentum and dfl.in_batch_negatives, with
+  the students' step of test_dfsbir_students (dfl.student_grad_clip, small enough to
+  clip, and dfl.student_warmup_periods=4: the resumed periods 3-4 are one in the
+  warm-up and one after it). The queues' labels and the key encoders are in the
+  checkpoint and resume with everything else; the warm-up's step count is the
+  optimiser's. (The projection heads and class positives do not combine with these:
+  heads are refused with key_momentum, class positives with the mask; they resume in
+  test_heads_and_class_positives_resume_exactly.)"""
   flags = (*_teacher_flags(teachers), "dfl.mask_same_class_negatives=True",
-           "dfl.key_momentum=0.9", "dfl.in_batch_negatives=True")
+           "dfl.key_momentum=0.9", "dfl.in_batch_negatives=True", *STEP_FLAGS)
   _run(tmp_path / "dfl", *flags)
   rows = [json.loads(l) for l in (tmp_path / "dfl" / "metrics.jsonl").read_text().splitlines()]
-  last = [r for r in rows if r["split"] == "train"][-1]
+  train = [r for r in rows if r["split"] == "train"]
+  last = train[-1]
   assert 0.0 < last["key_cosine"] <= 1.0 + 1e-5 and np.isfinite(last["photo_cosine"])
   assert 0.0 <= last["masked_negatives"] <= 1.0
+  assert all(r["grad_norm"] > CLIP for r in train), [r["grad_norm"] for r in train]  # it clips
   final = _resumes_exactly(tmp_path / "dfl", tmp_path / "resumed", *flags)
   leaves = {jax.tree_util.keystr(p): leaf
             for p, leaf in jax.tree_util.tree_leaves_with_path(final)}
@@ -256,3 +263,34 @@ def test_contrastive_switches_resume_exactly(teachers, tmp_path):  # noqa: F811
   assert len(labels) == 2, [p for p in leaves if "labels" in p]
   for leaf in labels:  # 4 periods of 8 pairs through 16 slots: every key a class's
     assert leaf.shape == (16,) and np.all((leaf >= 0) & (leaf < 5))
+
+
+CLIP = 1.0  # below the students' gradient norms (tens to hundreds at 64 px), so every period clips
+STEP_FLAGS = (f"dfl.student_grad_clip={CLIP}", "dfl.student_warmup_periods=4")
+
+
+def test_heads_and_class_positives_resume_exactly(teachers, tmp_path):  # noqa: F811
+  """h22's combination (ours) through the task: MLP projection heads
+  (students.projection_dim / projection_hidden), dfl.class_positives and the
+  students' step (clip, warm-up). The heads are params["heads"] with their own
+  optimiser group (SGD momentum, the students' warmed-up cosine), the queues are of
+  the heads' width with labels; all of it is in the checkpoint and resumes
+  exactly."""
+  flags = (*_teacher_flags(teachers), "students.projection_dim=8",
+           "students.projection_hidden=16", "dfl.class_positives=True", *STEP_FLAGS)
+  _run(tmp_path / "dfl", *flags)
+  rows = [json.loads(l) for l in (tmp_path / "dfl" / "metrics.jsonl").read_text().splitlines()]
+  train = [r for r in rows if r["split"] == "train"]
+  assert all(r["grad_norm"] > CLIP for r in train), [r["grad_norm"] for r in train]
+  assert np.isfinite(train[-1]["head_grad_norm"]) and train[-1]["positives_per_query"] >= 1.0
+  final = _resumes_exactly(tmp_path / "dfl", tmp_path / "resumed", *flags)
+  leaves = {jax.tree_util.keystr(p): np.asarray(leaf)
+            for p, leaf in jax.tree_util.tree_leaves_with_path(final)}
+  heads = [p for p in leaves if "'heads'" in p]
+  # params and the heads' optimiser group (momentum), 2 modalities x 2 layers x (kernel, bias)
+  assert len([p for p in heads if "kernel" in p]) == 2 * 2 * 2, heads
+  assert all(np.any(leaves[p] != 0) for p in heads if "kernel" in p), heads
+  keys = [leaf for p, leaf in leaves.items() if "keys" in p]
+  assert keys and all(leaf.shape == (16, 8) for leaf in keys), [l.shape for l in keys]
+  labels = [leaf for p, leaf in leaves.items() if "labels" in p]
+  assert len(labels) == 2 and all(np.all((l >= 0) & (l < 5)) for l in labels)
