@@ -20,7 +20,8 @@ im2col product of a 3x3 convolution of ResNet-34's layer3 at batch 64 and 64 px:
 x 4 x 4 positions, 3 x 3 x 256 -> 256, where most of the students' FLOPs are): the rate
 XLA CPU gives that product here bounds what a step of these convolutions reaches on this
 machine.
-Peak memory: the process's maximum resident set (ru_maxrss), all of it.
+Memory: each step's XLA buffers (arguments, outputs, temporaries), and the process's
+maximum resident set (ru_maxrss), all of it: every step's compiled program and arrays.
 The official PyTorch code on this kind of machine with 2 threads (torch 2.13,
 medians, from the issue): estimator 15.3 s with L_adv / 13.8 s without (12.8 /
 12.2 s with its frozen networks kept out of the backward pass), student 1.67 s
@@ -90,11 +91,11 @@ def _teachers(config):
                              dfsbir_teachers._proxies("sketch")), constants
 
 
-def _timed(jitted, args_of_call) -> tuple[float, float]:
-  """(median seconds, GFLOP) of one step, compiled once."""
+def _timed(jitted, args_of_call) -> tuple[float, float, float]:
+  """(median seconds, GFLOP, GiB of XLA buffers) of one step, compiled once."""
   compiled = jitted.lower(*args_of_call(0)).compile()
   return (timing.median_seconds(compiled, args_of_call, _REPEATS.value),
-          timing.compiled_flops(compiled) / 1e9)
+          timing.compiled_flops(compiled) / 1e9, timing.compiled_buffers_gib(compiled))
 
 
 def main(argv):
@@ -158,13 +159,15 @@ def main(argv):
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
         f"{jax.device_count()} device(s)), medians of {_REPEATS.value}")
   rows = []
-  for name, (seconds, gflop) in results.items():
+  for name, (seconds, gflop, buffers) in results.items():
     official = OFFICIAL_S[name] if _SIZES.value == "official" else None
     ratio = "" if official is None else f"   official {official:6.2f} s   ratio {official / seconds:5.2f}x"
     print(f"  {name:28s} {seconds:8.3f} s{ratio}")
     goal = "" if official is None else f", the {GOAL}x goal needs {gflop * GOAL / official:6.1f}"
     print(f"  {'':28s} {gflop:8.1f} GFLOP a step, ran at {gflop / seconds:6.1f} GFLOP/s{goal}")
-    rows.append({"step": name, "seconds": seconds, "official_s": official, "gflop": gflop})
+    print(f"  {'':28s} {buffers:8.2f} GiB of XLA buffers (arguments, outputs, temporaries)")
+    rows.append({"step": name, "seconds": seconds, "official_s": official, "gflop": gflop,
+                 "buffers_gib": buffers})
   print(f"  fp32 product {shape[0]} x {shape[1]} -> {shape[2]} here: {product:.1f} GFLOP/s")
   print(f"  peak resident memory {peak_gib:.2f} GiB"
         + (f" (official {OFFICIAL_PEAK_GIB} GiB)" if _SIZES.value == "official" else ""))

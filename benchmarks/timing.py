@@ -30,6 +30,17 @@ def compiled_flops(compiled: Any) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
+def compiled_buffers_gib(compiled: Any) -> float:
+  """GiB XLA allocates for one call of a compiled program: its arguments, outputs and
+  temporaries (memory_analysis; nan if it has none): the step's own memory, without the
+  process's other arrays, compiled programs and allocator slack."""
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return float("nan")
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          + memory.temp_size_in_bytes) / 2**30
+
+
 def product_gflops(rows: int, inner: int, cols: int, repeats: int = 5) -> float:
   """GFLOP/s (wall) of one float32 product [rows, inner] @ [inner, cols] here, median of
   `repeats`: the rate XLA CPU gives a program's dominant operation, so that GFLOP a step

@@ -130,9 +130,7 @@ def bench_training(model, config, params) -> dict:
 
   jitted = jax.jit(step)
   compiled = jitted.lower(params, opt_state, batch(0), jax.random.key(0)).compile()
-  memory = compiled.memory_analysis()
-  buffers = (memory.argument_size_in_bytes + memory.output_size_in_bytes
-             + memory.temp_size_in_bytes) / 2**30 if memory is not None else float("nan")
+  buffers = timing.compiled_buffers_gib(compiled)
   seconds = timing.median_seconds(compiled, lambda i: (params, opt_state, batch(i), jax.random.key(i)), _REPEATS.value)
   return {"train_step_s": seconds, "train_buffers_gib": buffers,
           "train_peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
