@@ -44,11 +44,9 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                                   rhs_dilation, dimension_numbers, 1,
                                   batch_group_count) if depthwise else None
   if pads is None or precision is not None or preferred_element_type is not None:
-    return lax.conv_general_dilated(
-        lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-        feature_group_count=feature_group_count, batch_group_count=batch_group_count,
-        precision=precision, preferred_element_type=preferred_element_type)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                                    dimension_numbers, feature_group_count, batch_group_count,
+                                    precision, preferred_element_type)
   return shifted_depthwise(lhs, rhs[:, :, 0, :], tuple(window_strides), pads)
 
 
