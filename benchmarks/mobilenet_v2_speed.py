@@ -4,8 +4,10 @@
   python benchmarks/mobilenet_v2_speed.py --sizes=224 --batch=32
 
 For each input side: the forward pass (the pretrained BN-folded classifier, as the
-teachers, the ImageNet teacher and retrieval embeddings run it) and one training step (BatchNorm
-in training mode, gradients of every parameter, SGD; as the students and teachers train),
+teachers, the ImageNet teacher and retrieval embeddings run it), the gradient of a class's
+log-probability with respect to the images (as CrossX-DFL's estimator step takes it through
+its frozen teachers and students), and one training step (BatchNorm in training mode,
+gradients of every parameter, SGD; as the students and teachers train),
 each jitted, medians of `--repeats`, in the same process with two implementations of the
 17 depthwise 3x3 layers:
   xla      lax.conv_general_dilated with feature_group_count = channels (the model before
@@ -40,6 +42,7 @@ _SIZES = flags.DEFINE_list("sizes", ["64", "224"], "Input sides (multiples of 32
 _BATCH = flags.DEFINE_list("batch", ["64", "16"], "Batch of each side (one value: all).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls (median).")
 
+KINDS = ("forward", "input grad", "train step")
 IMPLEMENTATIONS = {"xla": types.SimpleNamespace(conv_general_dilated=lax.conv_general_dilated),
                    "shifted": depthwise_conv}
 
@@ -51,6 +54,9 @@ def _programs(size: int, batch: int):
   folded = mobilenet_v2.MobileNetV2()
   folded_params = folded.init(jax.random.key(0), images(0)[:1])["params"]
   forward = jax.jit(lambda p, x: folded.apply({"params": p}, x)[0])
+  input_gradient = jax.jit(jax.grad(
+      lambda p, x: jnp.sum(jax.nn.log_softmax(folded.apply({"params": p}, x)[0])[:, 0]),
+      argnums=1))
   trained = mobilenet_v2.MobileNetV2(num_classes=10, batch_norm=True)
   variables = trained.init(jax.random.key(1), images(0)[:1])
   sgd = optax.sgd(1e-3, momentum=0.9)
@@ -69,6 +75,7 @@ def _programs(size: int, batch: int):
   params, stats = variables["params"], variables["batch_stats"]
   opt = sgd.init(params)
   return ((forward, lambda i: (folded_params, images(i))),
+          (input_gradient, lambda i: (folded_params, images(i))),
           (jax.jit(step), lambda i: (params, stats, opt, images(i))))
 
 
@@ -91,16 +98,16 @@ def main(argv):
     seconds, outputs = {}, {}
     for name, implementation in IMPLEMENTATIONS.items():
       mobilenet_v2.depthwise_conv = implementation  # ConvUnit looks it up at each call
-      for kind, (fn, args_of_call) in zip(("forward", "train step"), _programs(size, batch)):
+      for kind, (fn, args_of_call) in zip(KINDS, _programs(size, batch)):
         compiled = fn.lower(*args_of_call(0)).compile()
         seconds[name, kind] = timing.median_seconds(compiled, args_of_call, _REPEATS.value)
         outputs[name, kind] = compiled(*args_of_call(0))
     mobilenet_v2.depthwise_conv = depthwise_conv
-    for kind in ("forward", "train step"):
+    for kind in KINDS:
       xla, shifted = seconds["xla", kind], seconds["shifted", kind]
       out_x, out_s = outputs["xla", kind], outputs["shifted", kind]
-      diff = (_relative_difference(out_x, out_s) if kind == "forward"
-              else _relative_difference(out_x[4], out_s[4]))
+      diff = (_relative_difference(out_x[4], out_s[4]) if kind == "train step"
+              else _relative_difference(out_x, out_s))
       print(f"  {size:3d} px, batch {batch:3d}, {kind:10s}  xla {xla:8.3f} s   shifted "
             f"{shifted:8.3f} s   ratio {xla / shifted:6.2f}x   "
             f"{'output' if kind == 'forward' else 'gradient'} difference {diff:.1e}")
