@@ -20,9 +20,9 @@ the largest value.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
-import os
 import types
 
 from absl import app
