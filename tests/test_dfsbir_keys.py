@@ -20,6 +20,8 @@ from test_dfsbir import teachers  # noqa: F401  (the module's fixture: two smoke
 from test_dfsbir_mask import _labelled, _queues, _row_loss, _unit
 
 M = 0.9  # key momentum of the period tests: far enough from 1 to see the keys move
+CLIP = 1.0  # below the students' gradient norms (tens to hundreds at 64 px), so every period clips
+STEP_FLAGS = (f"dfl.student_grad_clip={CLIP}", "dfl.student_warmup_periods=4")
 
 
 def _pairs(rng, batch=3, dim=2):
@@ -263,10 +265,6 @@ def test_contrastive_switches_resume_exactly(teachers, tmp_path):  # noqa: F811
   assert len(labels) == 2, [p for p in leaves if "labels" in p]
   for leaf in labels:  # 4 periods of 8 pairs through 16 slots: every key a class's
     assert leaf.shape == (16,) and np.all((leaf >= 0) & (leaf < 5))
-
-
-CLIP = 1.0  # below the students' gradient norms (tens to hundreds at 64 px), so every period clips
-STEP_FLAGS = (f"dfl.student_grad_clip={CLIP}", "dfl.student_warmup_periods=4")
 
 
 def test_heads_and_class_positives_resume_exactly(teachers, tmp_path):  # noqa: F811
