@@ -15,7 +15,8 @@ sees them), standardised by the fitting set's per-dimension mean and std (a line
 so the probe stays linear; the other modality is mapped with the same statistics, and,
 in the `_own_stats` columns, with its own train-side statistics instead). The cross-modal
 probes are also scored on the other modality's train side (`_trainside`: images the probe
-never saw, ~200 a modality against ~50 on the test side).
+never saw, ~200 a modality against ~50 on the test side). `_ncm` columns: nearest class
+mean by cosine instead of the fitted probe (the fitting modality's train-side class means).
 Step 0 is the fresh initialisation (the ImageNet students: the retrieval floor's
 network). `--teachers` adds the photo / sketch teachers' pooled penultimate features
 (each teacher on its own modality, and the photo teacher on both): the upper reference.
@@ -119,7 +120,22 @@ def probe_accuracies(train: dict, test: dict, num_classes: int) -> dict[str, flo
     ox, oy = train[target]
     out[f"{fit}->{target}_trainside"] = float(np.mean(predict(scale(ox)) == oy))
     out[f"{fit}->{target}_trainside_own_stats"] = float(np.mean(predict(own(ox)) == oy))
+    # Nearest class mean by cosine (nothing fitted but the means; closest to retrieval):
+    # the fitting modality's train-side class means, each image of the other modality
+    # (test side and train side) and of its own test side given its closest mean's class.
+    ncm = nearest_class_mean(x, y, num_classes)
+    for target, (fx, fy) in (("photo", test["photo"]), ("sketch", test["sketch"])):
+      out[f"{fit}->{target}_ncm"] = float(np.mean(ncm(fx) == fy))
+    out[f"{fit}->{target}_trainside_ncm"] = float(np.mean(ncm(ox) == oy))
   return out
+
+
+def nearest_class_mean(x: np.ndarray, y: np.ndarray, num_classes: int):
+  """predict(features) -> the class of the unit class mean (of x's unit rows) with the
+  highest cosine."""
+  unit = lambda a: a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-12)
+  means = unit(np.stack([unit(x)[y == c].mean(0) for c in range(num_classes)]))
+  return lambda f: np.argmax(unit(f) @ means.T, -1)
 
 
 def _labels(items, classes) -> np.ndarray:

@@ -43,3 +43,5 @@ def test_cross_modal_probe_aligned_and_shuffled():
   acc = probe.probe_accuracies(data["train"], data["test"], 4)
   assert acc["photo->photo"] == acc["sketch->sketch"] == 1.0, acc
   assert acc["photo->sketch"] == acc["sketch->photo"] == 0.0, acc
+  assert acc["photo->photo_ncm"] == acc["sketch->sketch_ncm"] == 1.0, acc
+  assert acc["photo->sketch_ncm"] == acc["sketch->photo_trainside_ncm"] == 0.0, acc
