@@ -124,8 +124,8 @@ def probe_accuracies(train: dict, test: dict, num_classes: int) -> dict[str, flo
     # the fitting modality's train-side class means, each image of the other modality
     # (test side and train side) and of its own test side given its closest mean's class.
     ncm = nearest_class_mean(x, y, num_classes)
-    for target, (fx, fy) in (("photo", test["photo"]), ("sketch", test["sketch"])):
-      out[f"{fit}->{target}_ncm"] = float(np.mean(ncm(fx) == fy))
+    for side, (fx, fy) in test.items():
+      out[f"{fit}->{side}_ncm"] = float(np.mean(ncm(fx) == fy))
     out[f"{fit}->{target}_trainside_ncm"] = float(np.mean(ncm(ox) == oy))
   return out
 
