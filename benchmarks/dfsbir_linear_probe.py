@@ -20,6 +20,8 @@ mean by cosine instead of the fitted probe (the fitting modality's train-side cl
 Step 0 is the fresh initialisation (the ImageNet students: the retrieval floor's
 network). `--teachers` adds the photo / sketch teachers' pooled penultimate features
 (each teacher on its own modality, and the photo teacher on both): the upper reference.
+The train side is the teachers' own training data, so their `_trainside` columns are
+in-sample (inflated); compare teachers on the test-side columns only.
 
   python benchmarks/dfsbir_linear_probe.py \
     --run=workdirs/dfsbir_h23_all_long_seed0_ckpts@0+24+240 --teachers --out=probe.json
