@@ -271,3 +271,25 @@ def test_alternative_data_are_other_classes():
   config.dfl.alternative_classes = "airplane,apple"
   with pytest.raises(ValueError, match=r"\['airplane'\] are retrieval classes"):
     dfsbir.alternative_sources(config, retrieval)
+
+
+def test_real_images_of_the_training_split_are_the_teachers_own():
+  """dfl.real_images="training_split" (ours, a diagnosis): the split's training photos and
+  sketches, labelled by the training side's classes; anything else refused."""
+  from sketchjax.data import image_items
+  from sketchjax.data import sbir_splits
+  from sketchjax.tasks import dfsbir
+  side = sbir_splits.SplitSide(
+      photos=(image_items.ImageItem("p.png", "cat", "photo"),),
+      sketches=(image_items.ImageItem("s1.png", "cat", "sketch"),
+                image_items.ImageItem("s2.png", "dog", "sketch")),
+      classes=("cat", "dog"))
+  split = sbir_splits.SbirSplit("category", side, side, "class", "class")
+  config = _config("alternative")
+  config.dfl.real_images = "training_split"
+  photos, sketches = dfsbir.real_sources(config, split)
+  assert photos.items == side.photos and sketches.items == side.sketches
+  np.testing.assert_array_equal(sketches.labels, [0, 1])
+  config.dfl.real_images = "test_split"
+  with pytest.raises(ValueError, match="'other_classes' or 'training_split'"):
+    dfsbir.real_sources(config, split)

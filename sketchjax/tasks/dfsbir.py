@@ -312,6 +312,23 @@ def alternative_sources(config: ml_collections.ConfigDict, retrieval_classes: Se
           image_pipeline.ItemSource(drawings, classes))
 
 
+def real_sources(config: ml_collections.ConfigDict, split: sbir_splits.SbirSplit
+                 ) -> tuple[image_pipeline.ItemSource, image_pipeline.ItemSource]:
+  """The real images of `estimator="real"` by `dfl.real_images`: "other_classes" the
+  alternative-data baseline's (`alternative_sources`); "training_split" (ours, a
+  diagnosis, not data-free) the split's training photos and sketches of the retrieval
+  classes, the teachers' own images, unpaired (the pipeline pairs at random and the
+  teachers' labels re-pair them): whether the students' objective learns cross-modal
+  classes from real images of those classes at all."""
+  if config.dfl.real_images == "other_classes":
+    return alternative_sources(config, split.test.classes)
+  if config.dfl.real_images == "training_split":
+    return (image_pipeline.ItemSource(split.train.photos, split.train.classes),
+            image_pipeline.ItemSource(split.train.sketches, split.train.classes))
+  raise ValueError(f"dfl.real_images={config.dfl.real_images!r}: expected 'other_classes' "
+                   "or 'training_split'")
+
+
 def _training_images(split: sbir_splits.SbirSplit, config: ml_collections.ConfigDict
                      ) -> dict[str, np.ndarray]:
   """{"photo", "sketch": float32 [N, S, S, 3]}: the split's training images (the
@@ -348,7 +365,7 @@ def train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
 
   if config.dfl.estimator == "real":
     batches = image_pipeline.pair_train_iterator(
-        *alternative_sources(config, split.test.classes),
+        *real_sources(config, split),
         global_batch_size=config.dfl.batch_size, seed=config.seed,
         preprocess=sbir.preprocess_of(config), pairing="random", cache=config.data.cache_images)
   else:

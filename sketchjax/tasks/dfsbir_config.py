@@ -99,6 +99,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dfl.alternative_classes = ""  # alternative: other classes ("" = the first few known)
   c.dfl.alternative_count = 20  # alternative: how many classes when not named
   c.dfl.alternative_per_class = 20  # alternative: photos and drawings a class
+  # alternative: "other_classes" (the baseline's) | "training_split" (ours, a diagnosis,
+  # not data-free: the split's own training photos and sketches of the retrieval
+  # classes, the teachers' images, unpaired and paired by the teachers' labels)
+  c.dfl.real_images = "other_classes"
   c.dfl.estimator_learning_rate = 1e-5  # SGD momentum 0.9, constant (official)
   c.dfl.student_learning_rate = 1e-5  # SGD momentum 0.9, cosine over the periods (official)
 
