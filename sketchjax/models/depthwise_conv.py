@@ -4,8 +4,8 @@ XLA's CPU backend runs a depthwise convolution (`feature_group_count` = channels
 MobileNetV2) through a generic grouped-convolution path: a 3x3 depthwise layer of
 MobileNetV2 at 64 px input took 18-118 ms forward and 38-546 ms with both gradients at batch
 64, where the same sums as nine shifted slices of the padded input, each times its kernel
-tap, took 0.6-4.2 ms forward and 2.1-33 ms with both gradients (18-70x and 4-45x) (`/tmp` probe of session 23 on an
-Intel Xeon, WORKSPACE "Depthwise convolutions"). XLA fuses the slices, products and sums
+tap, took 0.6-4.2 ms forward and 2.1-33 ms with both gradients (18-70x and 4-45x; `/tmp`
+probe of session 23 on an Intel Xeon, WORKSPACE "Depthwise convolutions"). XLA fuses the slices, products and sums
 into one elementwise loop. The input gradient is the same taps over the output gradient
 (dilated by the stride, the kernel flipped) and the kernel gradient one reduction a tap
 (a custom VJP: as jax's own gradient of the slices, but 2.9x faster for the input gradient

@@ -52,7 +52,8 @@ def block_specs() -> list[tuple[int, int, int, int]]:
 
 class ConvUnit(nn.Module):
   """Conv (+ bias, or BatchNorm without bias) and optional ReLU6; depthwise where `depthwise`
-  (as shifted multiply-adds: `depthwise_conv`, 4-70x faster a layer than XLA CPU's grouped convolution)."""
+  (as shifted multiply-adds: `depthwise_conv`, 4-70x faster a layer than XLA CPU's grouped
+  convolution)."""
 
   features: int
   kernel: int = 1
