@@ -48,6 +48,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import dfsbir_runs  # noqa: E402
 
 from sketchjax.methods import crossx_dfl  # noqa: E402
+from sketchjax.methods import unit_vectors  # noqa: E402
 from sketchjax.tasks import dfsbir_teachers  # noqa: E402
 from sketchjax.tasks import sbir  # noqa: E402
 from sketchjax.training import trainer  # noqa: E402
@@ -135,9 +136,9 @@ def probe_accuracies(train: dict, test: dict, num_classes: int) -> dict[str, flo
 def nearest_class_mean(x: np.ndarray, y: np.ndarray, num_classes: int):
   """predict(features) -> the class of the unit class mean (of x's unit rows) with the
   highest cosine."""
-  unit = lambda a: a / (np.linalg.norm(a, axis=-1, keepdims=True) + 1e-12)
-  means = unit(np.stack([unit(x)[y == c].mean(0) for c in range(num_classes)]))
-  return lambda f: np.argmax(unit(f) @ means.T, -1)
+  rows = unit_vectors.unit(x)
+  means = unit_vectors.unit(jnp.stack([rows[y == c].mean(0) for c in range(num_classes)]))
+  return lambda f: np.asarray(jnp.argmax(unit_vectors.unit(f) @ means.T, -1))
 
 
 def _labels(items, classes) -> np.ndarray:
@@ -167,9 +168,13 @@ def main(argv):
   del argv
   rows = []
 
-  def report(name, step, embedding, train, test, num_classes, dim):
+  def report(name, step, embedding, feats, labels, num_classes):
+    """feats / labels: (side, modality) -> features [N, D] / int labels [N]."""
     t0 = time.time()
-    row = {"run": name, "step": step, "embedding": embedding, "dim": int(dim),
+    train, test = ({m: (feats[(side, m)], labels[(side, m)]) for m in ("photo", "sketch")}
+                   for side in ("train", "test"))
+    row = {"run": name, "step": step, "embedding": embedding,
+           "dim": int(feats[("test", "photo")].shape[1]),
            **probe_accuracies(train, test, num_classes)}
     row["fit_seconds"] = round(time.time() - t0, 1)
     rows.append(row)
@@ -200,9 +205,7 @@ def main(argv):
                                                                 jnp.asarray(x)))
                            for k, x in feats.items()}
       for name, f in spaces.items():
-        train = {m: (f[("train", m)], labels[("train", m)]) for m in ("photo", "sketch")}
-        test = {m: (f[("test", m)], labels[("test", m)]) for m in ("photo", "sketch")}
-        report(str(workdir), step, name, train, test, len(classes), f[("test", "photo")].shape[1])
+        report(str(workdir), step, name, f, labels, len(classes))
 
   if _TEACHERS.value and first is not None:
     run, items, labels, classes = first
@@ -214,9 +217,7 @@ def main(argv):
                         ("photo teacher (both)", {"photo": "photo", "sketch": "photo"})):
       f = {k: sbir.embed_images(*embedders[which[k[1]]], v, run.config, run.mesh)
            for k, v in items.items()}
-      train = {m: (f[("train", m)], labels[("train", m)]) for m in ("photo", "sketch")}
-      test = {m: (f[("test", m)], labels[("test", m)]) for m in ("photo", "sketch")}
-      report(name, -1, "teacher features", train, test, len(classes), f[("test", "photo")].shape[1])
+      report(name, -1, "teacher features", f, labels, len(classes))
 
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(rows, indent=1))
