@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sketchjax.models import max_pool
 from sketchjax.models import small_conv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,7 +94,8 @@ class TorchvisionResNet(nn.Module):
     x = Conv(self.widths[0], (7, 7), (2, 2), padding=3, dtype=self.dtype, name="conv1")(images)
     x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                      dtype=self.dtype, name="bn1")(x)
-    x = nn.max_pool(nn.relu(x), (3, 3), (2, 2), padding=((1, 1), (1, 1)))
+    # max_pool: nn.max_pool's values, with a gradient XLA CPU computes ~4x faster.
+    x = max_pool.max_pool(nn.relu(x), (3, 3), (2, 2), ((1, 1), (1, 1)))
     for stage, (width, count) in enumerate(zip(self.widths, self.stage_sizes)):
       for block in range(count):
         stride = 2 if stage > 0 and block == 0 else 1
