@@ -10,8 +10,11 @@ import pytest
 from sketchjax.models import small_conv
 
 DN = ("NHWC", "HWIO", "NHWC")
-# (input side, kernel, stride, padding, takes the patches path)
-CASES = [(2, 3, 1, ((1, 1), (1, 1)), True),    # ResNet-34's last stage at 64 px
+# (input side, kernel, stride, padding, computed as products rather than by lax)
+CASES = [(2, 3, 1, ((1, 1), (1, 1)), True),    # ResNet-34's last stage at 64 px (tap products)
+         (1, 3, 1, ((1, 1), (1, 1)), True),    # only the centre tap reads the map
+         (2, 5, 1, ((2, 2), (2, 2)), True),
+         (2, 3, 1, ((2, 0), (0, 2)), True),    # uneven pads: taps that read only padding
          (4, 3, 2, ((1, 1), (1, 1)), True),    # its stride-2 entry: output 2 < 3
          (3, 3, 2, "SAME", True),
          (1, 7, 2, ((3, 3), (3, 3)), True),
