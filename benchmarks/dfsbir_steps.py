@@ -2,6 +2,11 @@
 
   python benchmarks/dfsbir_steps.py                     # official sizes, batch 64
   python benchmarks/dfsbir_steps.py --sizes=cpu         # the default config's CPU variant
+  python benchmarks/dfsbir_steps.py --cpu_convolutions=ynnpack   # XLA's default library
+
+Convolutions run in the library sketchjax.main uses (`--cpu_convolutions`, default
+"eigen", sketchjax/xla_cpu.py); XLA_FLAGS hold for the whole process, so the other
+library is another run of this script.
 
 Official sizes (spec 2.2-2.4): two DCGAN estimators of 62.4 M parameters (latent
 1000, width 224, 64x64 output), ResNet-34 photo and sketch teachers and
@@ -44,6 +49,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from sketchjax import xla_cpu
 from sketchjax.methods import crossx_dfl
 from sketchjax.methods import dfsbir_losses
 from sketchjax.tasks import dfsbir
@@ -59,6 +65,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls of each step (median)
 _CLASSES = flags.DEFINE_integer("classes", 10, "Teacher classes.")
 _PRODUCT = flags.DEFINE_list("product", ["1024", "2304", "256"],
                              "rows,inner,cols of the float32 product whose rate is printed.")
+_CONVOLUTIONS = flags.DEFINE_enum("cpu_convolutions", "eigen", xla_cpu.CONVOLUTIONS,
+                                  "Library of XLA CPU's convolutions (sketchjax/xla_cpu.py).")
 GOAL = 1.5  # the issue: each step at least 1.5x faster than the official code
 
 OFFICIAL_S = {"estimator step (L_adv)": 15.3, "estimator step (no L_adv)": 13.8,
@@ -100,6 +108,7 @@ def _timed(jitted, args_of_call) -> tuple[float, float, float]:
 
 def main(argv):
   del argv
+  xla_flags = xla_cpu.use_convolutions(_CONVOLUTIONS.value)
   config = _config()
   teachers, constants = _teachers(config)
   students_model = dfsbir.build_students(config)
@@ -157,7 +166,8 @@ def main(argv):
   product = timing.product_gflops(*shape, _REPEATS.value)
   print(f"CrossX-DFL steps, sizes={_SIZES.value}, batch {_BATCH.value}, "
         f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()}, "
-        f"{jax.device_count()} device(s)), medians of {_REPEATS.value}")
+        f"{jax.device_count()} device(s)), medians of {_REPEATS.value}, "
+        f"convolutions: {_CONVOLUTIONS.value} (XLA_FLAGS={xla_flags!r})")
   rows = []
   for name, (seconds, gflop, buffers) in results.items():
     official = OFFICIAL_S[name] if _SIZES.value == "official" else None
@@ -176,6 +186,7 @@ def main(argv):
     period = steps * results["estimator step (L_adv)"][0] + results["student step (InfoNCE)"][0]
     print(f"  one period ({steps} estimator steps + 1 student step): {period:.1f} s")
   print(json.dumps({"sizes": _SIZES.value, "batch": _BATCH.value, "rows": rows,
+                    "cpu_convolutions": _CONVOLUTIONS.value,
                     "peak_gib": peak_gib, "product_gflops": product,
                     "product": shape}))
 

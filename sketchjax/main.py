@@ -25,6 +25,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from sketchjax import xla_cpu
 from sketchjax.tasks import attribution
 from sketchjax.tasks import classify
 from sketchjax.tasks import dfsbir
@@ -50,6 +51,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and figures.")
 flags.mark_flags_as_required(["config", "workdir"])
+_CPU_CONVOLUTIONS = flags.DEFINE_enum(
+    "cpu_convolutions", "eigen", xla_cpu.CONVOLUTIONS, "Library of XLA CPU's convolutions: "
+    "'eigen' (XLA's own, faster for our networks) or 'ynnpack' (XLA's default); "
+    "see sketchjax/xla_cpu.py.")
 _VERBOSE_ERRORS = flags.DEFINE_bool(
     "verbose_errors", False, "Raise bad-input errors with their traceback instead of "
     "printing one 'error:' line.")
@@ -120,6 +125,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_HideLibraryInfo())
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.info("XLA_FLAGS: %r", xla_cpu.use_convolutions(_CPU_CONVOLUTIONS.value))
   _initialize_distributed()
   logging.info("process %d of %d; %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
