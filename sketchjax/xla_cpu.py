@@ -3,9 +3,9 @@
 jax 0.10's XLA CPU hands each convolution to YNNPACK ("__ynn_fusion"). XLA's own
 convolution (Eigen's spatial convolution) computes the 3x3 convolutions of ResNet-34's
 first stage (64 channels, 16x16 maps, batch 64) 1.7x faster forward and 3.3x faster
-backward on our 2-core Xeon, the other stages as fast, and MobileNetV2's 1x1 ones faster
-too: CrossX-DFL's official-size student step 1.64 -> 1.33 s, its CPU variant's period
-17.3 -> 14.6 s, the MobileNetV2 training step 0.49 -> 0.38 s at 64 px (WORKSPACE, "The
+backward on our 2-core Xeon and the other stages as fast: CrossX-DFL's official-size
+student step 1.64 -> 1.33 s, its CPU variant's period 17.3 -> 14.6 s, the MobileNetV2
+training step (1x1 convolutions but for its stem) 0.49 -> 0.38 s at 64 px (WORKSPACE, "The
 student step at the official sizes, session 25"). Dots, elementwise ops and reductions stay
 in YNNPACK either way.
 

@@ -8,7 +8,8 @@ official sizes, session 25"). `max_pool` takes the k x k strided slices of the p
 input ("taps") and their running maximum; its gradient sends each output's cotangent to
 the first tap, in row-major window order, that equals the maximum (PyTorch's choice, and
 jax's up to ties: where two taps hold the same maximum, jax may pick another one of them).
-After a ReLU the common ties are zeros, whose gradient the ReLU drops either way.
+After a ReLU most ties are zeros, whose gradient the ReLU drops either way; a tie of equal
+positive values (a flat image region) gets one of two equally valid subgradients.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def _taps(padded: jax.Array, window: tuple[int, int], strides: tuple[int, int],
 
 
 def _geometry(x: jax.Array, window, strides, padding):
+  """(x padded with -inf [B, H + pads, W + pads, C], output side (H', W'))."""
   pads = tuple(tuple(p) for p in padding)
   out_hw = tuple((size + lo + hi - k) // s + 1
                  for size, (lo, hi), k, s in zip(x.shape[1:3], pads, window, strides))
