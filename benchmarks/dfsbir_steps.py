@@ -171,7 +171,8 @@ def main(argv):
   rows = []
   for name, (seconds, gflop, buffers) in results.items():
     official = OFFICIAL_S[name] if _SIZES.value == "official" else None
-    ratio = "" if official is None else f"   official {official:6.2f} s   ratio {official / seconds:5.2f}x"
+    ratio = ("" if official is None
+             else f"   official {official:6.2f} s   ratio {official / seconds:5.2f}x")
     print(f"  {name:28s} {seconds:8.3f} s{ratio}")
     goal = "" if official is None else f", the {GOAL}x goal needs {gflop * GOAL / official:6.1f}"
     print(f"  {'':28s} {gflop:8.1f} GFLOP a step, ran at {gflop / seconds:6.1f} GFLOP/s{goal}")
