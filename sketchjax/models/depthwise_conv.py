@@ -5,8 +5,8 @@ MobileNetV2) through a generic grouped-convolution path: a 3x3 depthwise layer o
 MobileNetV2 at 64 px input took 18-118 ms forward and 38-546 ms with both gradients at batch
 64, where the same sums as nine shifted slices of the padded input, each times its kernel
 tap, took 0.6-4.2 ms forward and 2.1-33 ms with both gradients (18-70x and 4-45x; `/tmp`
-probe of session 23 on an Intel Xeon, WORKSPACE "Depthwise convolutions"). XLA fuses the slices, products and sums
-into one elementwise loop. The input gradient is the same taps over the output gradient
+probe of session 23 on an Intel Xeon, WORKSPACE "Depthwise convolutions"). XLA fuses the
+slices, products and sums into one elementwise loop. The input gradient is the same taps over the output gradient
 (dilated by the stride, the kernel flipped) and the kernel gradient one reduction a tap
 (a custom VJP: as jax's own gradient of the slices, but 2.9x faster for the input gradient
 through MobileNetV2 at 64 px, which XLA otherwise fused with a recomputation of the forward).
@@ -29,6 +29,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from sketchjax.models import small_conv
+from sketchjax.models import window_taps
 
 
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
@@ -59,7 +60,8 @@ def shifted_depthwise(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
                       pads: tuple[tuple[int, int], ...]) -> jax.Array:
   """x [B, H, W, C], kernel [kh, kw, C], (lo, hi) padding of H and W -> [B, oh, ow, C]:
   out[b, y, x, c] = sum_ij pad(x)[b, y * sh + i, x * sw + j, c] * kernel[i, j, c]."""
-  return _taps(_pad(x, pads), kernel, strides, _out_size(x.shape, kernel.shape, strides, pads))
+  return _taps(_pad(x, pads), kernel, strides,
+               window_taps.out_size(x.shape[1:3], kernel.shape[:2], strides, pads))
 
 
 def _pad(x: jax.Array, pads, interior=(0, 0)) -> jax.Array:
@@ -68,24 +70,11 @@ def _pad(x: jax.Array, pads, interior=(0, 0)) -> jax.Array:
                                              (left, right, interior[1]), (0, 0, 0)))
 
 
-def _out_size(x_shape, kernel_shape, strides, pads) -> tuple[int, int]:
-  return tuple((size + lo + hi - k) // s + 1
-               for size, k, s, (lo, hi) in zip(x_shape[1:3], kernel_shape[:2], strides, pads))
-
-
-def _slice(padded: jax.Array, i: int, j: int, strides, out_size) -> jax.Array:
-  """The input under kernel tap (i, j) at every output position: [B, oh, ow, C]."""
-  (sh, sw), (oh, ow) = strides, out_size
-  b, _, _, c = padded.shape
-  return lax.slice(padded, (0, i, j, 0), (b, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, c),
-                   (1, sh, sw, 1))
-
-
 def _taps(padded: jax.Array, kernel: jax.Array, strides, out_size) -> jax.Array:
   out = None
   for i in range(kernel.shape[0]):
     for j in range(kernel.shape[1]):
-      tap = _slice(padded, i, j, strides, out_size) * kernel[i, j]
+      tap = window_taps.tap(padded, i, j, strides, out_size) * kernel[i, j]
       out = tap if out is None else out + tap
   return out
 
@@ -111,7 +100,8 @@ def _shifted_depthwise_bwd(strides, pads, residuals, dy):
   dx_padded = _taps(dy_padded, kernel[::-1, ::-1], (1, 1), padded_size)
   dx = _pad(dx_padded, tuple((-lo, -hi) for lo, hi in pads))
   x_padded = _pad(x, pads)
-  dkernel = jnp.stack([jnp.sum(_slice(x_padded, i, j, strides, out_size) * dy, axis=(0, 1, 2))
+  dkernel = jnp.stack([jnp.sum(window_taps.tap(x_padded, i, j, strides, out_size) * dy,
+                               axis=(0, 1, 2))
                        for i in range(kh) for j in range(kw)])
   return dx, dkernel.reshape(kernel.shape)
 

@@ -20,22 +20,20 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from sketchjax.models import window_taps
+
 
 def _taps(padded: jax.Array, window: tuple[int, int], strides: tuple[int, int],
           out_hw: tuple[int, int]) -> list[tuple[int, int, jax.Array]]:
-  """(i, j, padded[:, i::sh, j::sw] cut to the output) for every window offset."""
-  (sh, sw), (oh, ow) = strides, out_hw
-  return [(i, j, padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw])
+  """(i, j, the padded input under window offset (i, j)) for every offset."""
+  return [(i, j, window_taps.tap(padded, i, j, strides, out_hw))
           for i in range(window[0]) for j in range(window[1])]
 
 
 def _geometry(x: jax.Array, window, strides, padding):
   """(x padded with -inf [B, H + pads, W + pads, C], output side (H', W'))."""
-  pads = tuple(tuple(p) for p in padding)
-  out_hw = tuple((size + lo + hi - k) // s + 1
-                 for size, (lo, hi), k, s in zip(x.shape[1:3], pads, window, strides))
-  padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  return padded, out_hw
+  padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+  return padded, window_taps.out_size(x.shape[1:3], window, strides, padding)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

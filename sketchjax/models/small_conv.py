@@ -25,6 +25,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from sketchjax.models import window_taps
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
@@ -63,8 +65,7 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                        dimension_numbers, feature_group_count, batch_group_count)
   if pads is not None:
     kernel_hw = rhs.shape[:2]
-    out_hw = [(size + lo + hi - k) // s + 1
-              for size, (lo, hi), k, s in zip(lhs.shape[1:3], pads, kernel_hw, window_strides)]
+    out_hw = window_taps.out_size(lhs.shape[1:3], kernel_hw, window_strides, pads)
     if min(out_hw) > 0 and any(o < k for o, k in zip(out_hw, kernel_hw)):
       if tuple(window_strides) == (1, 1):
         return _tap_products(lhs, rhs, pads, out_hw, precision, preferred_element_type)
@@ -106,10 +107,10 @@ def _patches_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
                     pads: Sequence[tuple[int, int]], out_hw: Sequence[int], precision,
                     preferred_element_type) -> jax.Array:
   """x [B, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [B, oh, ow, C_out]."""
-  (kh, kw), (sh, sw), (oh, ow) = kernel.shape[:2], strides, out_hw
+  (kh, kw) = kernel.shape[:2]
   x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
   patches = jnp.concatenate(
-      [x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+      [window_taps.tap(x, i, j, strides, out_hw)
        for i in range(kh) for j in range(kw)], axis=-1)  # [B, oh, ow, kh * kw * C_in]
   return jnp.matmul(patches, kernel.reshape(-1, kernel.shape[-1]), precision=precision,
                     preferred_element_type=preferred_element_type)
