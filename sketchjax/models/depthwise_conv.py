@@ -6,10 +6,11 @@ MobileNetV2 at 64 px input took 18-118 ms forward and 38-546 ms with both gradie
 64, where the same sums as nine shifted slices of the padded input, each times its kernel
 tap, took 0.6-4.2 ms forward and 2.1-33 ms with both gradients (18-70x and 4-45x; `/tmp`
 probe of session 23 on an Intel Xeon, WORKSPACE "Depthwise convolutions"). XLA fuses the
-slices, products and sums into one elementwise loop. The input gradient is the same taps over the output gradient
-(dilated by the stride, the kernel flipped) and the kernel gradient one reduction a tap
-(a custom VJP: as jax's own gradient of the slices, but 2.9x faster for the input gradient
-through MobileNetV2 at 64 px, which XLA otherwise fused with a recomputation of the forward).
+slices, products and sums into one elementwise loop. The input gradient is the same taps
+over the output gradient (dilated by the stride, the kernel flipped) and the kernel
+gradient one reduction a tap (a custom VJP: as jax's own gradient of the slices, but 2.9x
+faster for the input gradient through MobileNetV2 at 64 px, which XLA otherwise fused with
+a recomputation of the forward).
 
 `conv_general_dilated` has `lax.conv_general_dilated`'s signature, for
 `flax.linen.Conv(conv_general_dilated=...)`: a 2-D NHWC/HWIO depthwise convolution (one
