@@ -67,6 +67,8 @@ _PRODUCT = flags.DEFINE_list("product", ["1024", "2304", "256"],
                              "rows,inner,cols of the float32 product whose rate is printed.")
 _CONVOLUTIONS = flags.DEFINE_enum("cpu_convolutions", "eigen", xla_cpu.CONVOLUTIONS,
                                   "Library of XLA CPU's convolutions (sketchjax/xla_cpu.py).")
+_STEPS = flags.DEFINE_multi_enum("steps", ["estimator", "student"], ["estimator", "student"],
+                                 "Which steps to time (the student steps alone: a shorter run).")
 GOAL = 1.5  # the issue: each step at least 1.5x faster than the official code
 
 OFFICIAL_S = {"estimator step (L_adv)": 15.3, "estimator step (no L_adv)": 13.8,
@@ -140,8 +142,9 @@ def main(argv):
   opt_state = sgd.init(est_params)
   for name, weights in (("estimator step (L_adv)", crossx_dfl.Weights()),
                         ("estimator step (no L_adv)", crossx_dfl.Weights(adversarial=0.0))):
-    results[name] = _timed(estimator_step(weights),
-                           lambda i: (est_params, est_state, opt_state, noise(i)))
+    if "estimator" in _STEPS.value:
+      results[name] = _timed(estimator_step(weights),
+                             lambda i: (est_params, est_state, opt_state, noise(i)))
   (photos, sketches), _ = jax.jit(generate)(est_params, est_state, noise(0))
   labels = jnp.arange(_BATCH.value) % _CLASSES.value
   (embedding, _), _ = jax.eval_shape(lambda v, x: students.encode(v, "photo", x, False),
@@ -152,6 +155,9 @@ def main(argv):
   student_opt = sgd.init(student_params)
   for name, metric in (("student step (InfoNCE)", "info_nce"),
                        ("student step (ProxyAnchor)", "proxy_anchor")):
+    if "student" not in _STEPS.value:
+      continue
+
     def step(params, state, opt, pairs, metric=metric):
       grads, (_, state, _) = jax.grad(crossx_dfl.student_loss, has_aux=True)(
           params, state, students=students, pairs=pairs, teachers=teachers, constants=constants,
@@ -182,7 +188,7 @@ def main(argv):
   print(f"  fp32 product {shape[0]} x {shape[1]} -> {shape[2]} here: {product:.1f} GFLOP/s")
   print(f"  peak resident memory {peak_gib:.2f} GiB"
         + (f" (official {OFFICIAL_PEAK_GIB} GiB)" if _SIZES.value == "official" else ""))
-  if _SIZES.value == "cpu":
+  if _SIZES.value == "cpu" and len(results) == 4:
     steps = config.dfl.estimator_steps
     period = steps * results["estimator step (L_adv)"][0] + results["student step (InfoNCE)"][0]
     print(f"  one period ({steps} estimator steps + 1 student step): {period:.1f} s")

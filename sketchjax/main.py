@@ -53,8 +53,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics
 flags.mark_flags_as_required(["config", "workdir"])
 _CPU_CONVOLUTIONS = flags.DEFINE_enum(
     "cpu_convolutions", "eigen", xla_cpu.CONVOLUTIONS, "Library of XLA CPU's convolutions: "
-    "'eigen' (XLA's own, faster for our networks) or 'ynnpack' (XLA's default); "
-    "see sketchjax/xla_cpu.py.")
+    "'winograd' ('eigen' plus Winograd products for 3x3 convolutions of small maps), 'eigen' "
+    "(XLA's own, faster for our networks) or 'ynnpack' (XLA's default); see "
+    "sketchjax/xla_cpu.py.")
 _VERBOSE_ERRORS = flags.DEFINE_bool(
     "verbose_errors", False, "Raise bad-input errors with their traceback instead of "
     "printing one 'error:' line.")

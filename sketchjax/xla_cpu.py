@@ -9,6 +9,10 @@ training step (1x1 convolutions but for its stem) 0.49 -> 0.38 s at 64 px (WORKS
 student step at the official sizes, session 25"). Dots, elementwise ops and reductions stay
 in YNNPACK either way.
 
+`use_convolutions("winograd")` is "eigen" plus the 3x3 stride-1 convolutions of small maps
+with >= 128 channels as Winograd F(2x2, 3x3) products (`models/winograd.py`): CrossX-DFL's
+official-size student step 5-12% faster, its programs slower to compile and the estimator
+benchmark's peak memory 8.6 -> 14.7 GiB, so it is a choice, not the default.
 `use_convolutions("eigen")` adds `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
 to XLA_FLAGS; "ynnpack" leaves XLA's default. XLA reads XLA_FLAGS when it compiles, so this
 applies to every program jitted after the call (sketchjax.main calls it first thing). An
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import os
 
-CONVOLUTIONS = ("eigen", "ynnpack")
+CONVOLUTIONS = ("winograd", "eigen", "ynnpack")
 _OPTION = "--xla_cpu_experimental_ynn_fusion_type"
 _EIGEN = f"{_OPTION}=-individual_convolution"
 
@@ -30,7 +34,9 @@ def use_convolutions(library: str) -> str:
   if library not in CONVOLUTIONS:
     raise ValueError(f"unknown CPU convolution library {library!r}; expected one of "
                      f"{CONVOLUTIONS}")
+  from sketchjax.models import winograd  # pylint: disable=g-import-not-at-top
+  winograd.enable(library == "winograd")
   flags = os.environ.get("XLA_FLAGS", "")
-  if library == "eigen" and _OPTION not in flags:
+  if library != "ynnpack" and _OPTION not in flags:
     os.environ["XLA_FLAGS"] = f"{flags} {_EIGEN}".strip()
   return os.environ.get("XLA_FLAGS", "")

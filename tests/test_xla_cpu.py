@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from sketchjax import xla_cpu
+from sketchjax.models import winograd
 
 EIGEN = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 # Compiles a convolution's gradient; prints "xla" when its entry computation runs
@@ -27,6 +28,17 @@ def test_eigen_adds_the_option_and_keeps_other_flags(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
   assert xla_cpu.use_convolutions("eigen") == f"--xla_force_host_platform_device_count=8 {EIGEN}"
   assert xla_cpu.use_convolutions("eigen") == os.environ["XLA_FLAGS"]  # added once
+
+
+def test_winograd_is_eigen_plus_the_winograd_products(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  try:
+    assert xla_cpu.use_convolutions("winograd") == EIGEN
+    assert winograd.enabled()
+    assert xla_cpu.use_convolutions("eigen") == EIGEN
+    assert not winograd.enabled()
+  finally:
+    winograd.enable(False)
 
 
 def test_the_users_option_and_ynnpack_leave_xla_flags_alone(monkeypatch):

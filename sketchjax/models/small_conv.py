@@ -15,6 +15,8 @@ sums (float32 rounding apart; tests/test_small_conv.py) as products, elsewhere i
              product that multiplies padding (backward 9.6 -> 6.7 ms for 512 channels at
              batch 64; WORKSPACE, "The student step at the official sizes, session 25");
   strided    the k x k patches times the kernel as a [k * k * C_in, C_out] matrix.
+Once `winograd.enable()` was called, 3x3 stride-1 convolutions that `winograd.applies` to are
+computed on the CPU backend as Winograd F(2x2, 3x3) products (`winograd.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from sketchjax.models import winograd
 from sketchjax.models import window_taps
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -60,9 +63,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None) -> jax.Array:
   """`lax.conv_general_dilated`; NHWC/HWIO 2-D convolutions (no dilation, one group) whose
-  output is smaller than the kernel on a side are computed as patches @ kernel."""
+  output is smaller than the kernel on a side are computed as products, and those
+  `winograd.applies` to as Winograd products where `winograd.enabled()`."""
   pads = plain_2d_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                        dimension_numbers, feature_group_count, batch_group_count)
+  if (pads is not None and precision is None and preferred_element_type is None
+      and winograd.enabled() and winograd.applies(lhs.shape, rhs.shape, window_strides, pads)):
+    return winograd.conv3x3(lhs, rhs)
   if pads is not None:
     kernel_hw = rhs.shape[:2]
     out_hw = window_taps.out_size(lhs.shape[1:3], kernel_hw, window_strides, pads)
