@@ -11,8 +11,10 @@ in YNNPACK either way.
 
 `use_convolutions("winograd")` is "eigen" plus the 3x3 stride-1 convolutions of small maps
 with >= 128 channels as Winograd F(2x2, 3x3) products (`models/winograd.py`): CrossX-DFL's
-official-size student step 5-12% faster, its programs slower to compile and the estimator
-benchmark's peak memory 8.6 -> 14.7 GiB, so it is a choice, not the default.
+official-size student step 1.27 -> 1.20 s in one process (0-5% between benchmark runs), its
+programs slower to compile and the estimator benchmark's peak memory 8.6 -> 14.7 GiB, so it
+is a choice, not the default.
+
 `use_convolutions("eigen")` adds `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`
 to XLA_FLAGS; "ynnpack" leaves XLA's default. XLA reads XLA_FLAGS when it compiles, so this
 applies to every program jitted after the call (sketchjax.main calls it first thing). An

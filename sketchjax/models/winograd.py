@@ -11,8 +11,9 @@ convolution up to float rounding (relative ~1e-6 in float32; tests/test_winograd
 
 On XLA's CPU backend (2-core Xeon, batch 64, forward and both gradients) this is faster
 than XLA's convolution where the products are small: ResNet-34's 8x8 x 128 and 4x4 x 256
-stages at 64 px 7.9 / 7.3 ms against 9.6 / 9.7 ms, the CrossX-DFL student step 5-12%
-(WORKSPACE, "Winograd convolutions", session 26); slower at 16x16 x 64 (27 against 13 ms)
+stages at 64 px 7.9 / 7.3 ms against 9.6 / 9.7 ms, the CrossX-DFL official-size student
+step 1.27 -> 1.20 s in one process, 0-5% between benchmark runs (WORKSPACE, "... session 26:
+page faults and Winograd products"); slower at 16x16 x 64 (27 against 13 ms)
 and 28x28 x 128 (86 against 60 ms at batch 32), where the kernel gradient's products over
 many tiles run slowly. `applies` admits the measured wins only. small_conv's
 `conv_general_dilated` takes this path on the CPU backend once `enable()` was called
