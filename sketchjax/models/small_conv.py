@@ -67,10 +67,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   `winograd.applies` to as Winograd products where `winograd.enabled()`."""
   pads = plain_2d_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                        dimension_numbers, feature_group_count, batch_group_count)
-  if (pads is not None and precision is None and preferred_element_type is None
-      and winograd.enabled() and winograd.applies(lhs.shape, rhs.shape, window_strides, pads)):
-    return winograd.conv3x3(lhs, rhs)
   if pads is not None:
+    if (precision is None and preferred_element_type is None and winograd.enabled()
+        and winograd.applies(lhs.shape, rhs.shape, window_strides, pads)):
+      return winograd.conv3x3(lhs, rhs)
     kernel_hw = rhs.shape[:2]
     out_hw = window_taps.out_size(lhs.shape[1:3], kernel_hw, window_strides, pads)
     if min(out_hw) > 0 and any(o < k for o, k in zip(out_hw, kernel_hw)):

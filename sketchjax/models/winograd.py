@@ -55,12 +55,17 @@ def applies(lhs_shape, rhs_shape, strides, pads) -> bool:
           and min(c_in, rhs_shape[3]) >= MIN_CHANNELS and n * (h // 2) * (w // 2) <= MAX_TILES)
 
 
+def _pairs(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+  """The even and the odd entries along `axis` (even size 2T) -> 2 arrays, size T."""
+  pairs = x.reshape(x.shape[:axis] + (x.shape[axis] // 2, 2) + x.shape[axis + 1:])
+  return (lax.index_in_dim(pairs, 0, axis + 1, keepdims=False),
+          lax.index_in_dim(pairs, 1, axis + 1, keepdims=False))
+
+
 def _windows(x: jax.Array, axis: int) -> list[jax.Array]:
   """B^T of the 4-long windows at stride 2 along `axis` (size 2T + 2) -> 4 arrays, size T."""
   t = (x.shape[axis] - 2) // 2
-  pairs = x.reshape(x.shape[:axis] + (t + 1, 2) + x.shape[axis + 1:])
-  even = lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
-  odd = lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
+  even, odd = _pairs(x, axis)
   e0, e1 = lax.slice_in_dim(even, 0, t, axis=axis), lax.slice_in_dim(even, 1, t + 1, axis=axis)
   o0, o1 = lax.slice_in_dim(odd, 0, t, axis=axis), lax.slice_in_dim(odd, 1, t + 1, axis=axis)
   return [e0 - e1, o0 + e1, e1 - o0, o0 - o1]
@@ -84,10 +89,7 @@ def _a_t(m: list[jax.Array]) -> list[jax.Array]:
 
 def _a(y: jax.Array, axis: int) -> list[jax.Array]:
   """A [4, 2] of the consecutive pairs along `axis` (size 2T) -> 4 arrays, size T."""
-  t = y.shape[axis] // 2
-  pairs = y.reshape(y.shape[:axis] + (t, 2) + y.shape[axis + 1:])
-  y0 = lax.index_in_dim(pairs, 0, axis + 1, keepdims=False)
-  y1 = lax.index_in_dim(pairs, 1, axis + 1, keepdims=False)
+  y0, y1 = _pairs(y, axis)
   return [y0, y0 + y1, y0 - y1, -y1]
 
 
