@@ -39,14 +39,19 @@ setuptools.setup(
         "starlette>=1.0,<2",
         "uvicorn>=0.30,<1",
     ],
-    extras_require={"test": [
-        "pytest>=8,<10", "pytest-xdist>=3.6,<4",
-        # The official TFLite runtime, to check the MobileNetV2 port against.
-        "ai-edge-litert>=1.2,<3",
-        # Reference average precision for the retrieval metrics.
-        "scikit-learn>=1.4,<2",
-        # Starlette's test client for the drawing server; the page's browser test drives
-        # Debian's chromium through chromium-driver (installed by .ci/run).
-        "httpx2>=2,<3", "selenium>=4.20,<5",
-    ]},
+    extras_require={
+        "test": [
+            "pytest>=8,<10", "pytest-xdist>=3.6,<4",
+            # The official TFLite runtime, to check the MobileNetV2 port against.
+            "ai-edge-litert>=1.2,<3",
+            # Reference average precision for the retrieval metrics.
+            "scikit-learn>=1.4,<2",
+            # Starlette's test client for the drawing server; the page's browser test drives
+            # Debian's chromium through chromium-driver (installed by .ci/run).
+            "httpx2>=2,<3", "selenium>=4.20,<5",
+        ],
+        # The official CrossX-DFL steps in PyTorch (benchmarks/official_torch.py), timed
+        # beside ours in one window; not in CI (several GB of CUDA wheels).
+        "official": ["torch>=2.13", "torchvision>=0.28"],
+    },
 )

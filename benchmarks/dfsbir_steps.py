@@ -3,6 +3,7 @@
   python benchmarks/dfsbir_steps.py                     # official sizes, batch 64
   python benchmarks/dfsbir_steps.py --sizes=cpu         # the default config's CPU variant
   python benchmarks/dfsbir_steps.py --cpu_convolutions=ynnpack   # XLA's default library
+  python benchmarks/dfsbir_steps.py --official_python=/path/to/torch-env/bin/python
 
 Convolutions run in the library sketchjax.main uses (`--cpu_convolutions`, default
 "eigen", sketchjax/xla_cpu.py); XLA_FLAGS hold for the whole process, so the other
@@ -32,6 +33,12 @@ medians, from the issue): estimator 15.3 s with L_adv / 13.8 s without (12.8 /
 12.2 s with its frozen networks kept out of the backward pass), student 1.67 s
 (InfoNCE) / 1.63 s (ProxyAnchor), 4.8 GiB peak. The printed ratio is
 official / ours (above 1: we are faster).
+`--official_python`: an interpreter with torch and torchvision; the official steps
+(`official_torch.py`) then also run in this time window, once before and once after ours
+(each a process of its own, while this one waits), and each row adds their mean median and
+the ratio to it: this VM's speed moves within an hour (its fp32 product rate 145-290
+GFLOP/s in one morning), so that ratio, not the one to the issue's fixed figures, is the
+comparison at one speed.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 
 from absl import app
@@ -69,6 +77,9 @@ _CONVOLUTIONS = flags.DEFINE_enum("cpu_convolutions", "eigen", xla_cpu.CONVOLUTI
                                   "Library of XLA CPU's convolutions (sketchjax/xla_cpu.py).")
 _STEPS = flags.DEFINE_multi_enum("steps", ["estimator", "student"], ["estimator", "student"],
                                  "Which steps to time (the student steps alone: a shorter run).")
+_OFFICIAL_PYTHON = flags.DEFINE_string(
+    "official_python", "", "Python with torch + torchvision: also time the official steps "
+    "(official_torch.py) before and after ours; empty: the issue's figures only.")
 GOAL = 1.5  # the issue: each step at least 1.5x faster than the official code
 
 OFFICIAL_S = {"estimator step (L_adv)": 15.3, "estimator step (no L_adv)": 13.8,
@@ -101,6 +112,16 @@ def _teachers(config):
                              dfsbir_teachers._proxies("sketch")), constants
 
 
+def _official_run() -> dict:
+  """One run of official_torch.py at this benchmark's batch, classes, repeats and steps."""
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "official_torch.py")
+  out = subprocess.run([_OFFICIAL_PYTHON.value, script, f"--batch={_BATCH.value}",
+                        f"--classes={_CLASSES.value}", f"--repeats={_REPEATS.value}",
+                        f"--steps={','.join(_STEPS.value)}"],
+                       check=True, capture_output=True, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
 def _timed(jitted, args_of_call) -> tuple[float, float, float]:
   """(median seconds, GFLOP, GiB of XLA buffers) of one step, compiled once."""
   compiled = jitted.lower(*args_of_call(0)).compile()
@@ -110,6 +131,8 @@ def _timed(jitted, args_of_call) -> tuple[float, float, float]:
 
 def main(argv):
   del argv
+  if _OFFICIAL_PYTHON.value and _SIZES.value != "official":
+    raise app.UsageError("--official_python times the official sizes only (--sizes=official)")
   xla_flags = xla_cpu.use_convolutions(_CONVOLUTIONS.value)
   config = _config()
   teachers, constants = _teachers(config)
@@ -138,6 +161,7 @@ def main(argv):
       return optax.apply_updates(params, updates), state, opt_state
     return jax.jit(step)
 
+  official_runs = [_official_run()] if _OFFICIAL_PYTHON.value else []
   results = {}
   opt_state = sgd.init(est_params)
   for name, weights in (("estimator step (L_adv)", crossx_dfl.Weights()),
@@ -167,6 +191,8 @@ def main(argv):
     shifted = lambda i: (student_params, student_state, student_opt,
                          (photos + 1e-3 * i, sketches, labels, labels))
     results[name] = _timed(jax.jit(step), shifted)
+  if official_runs:
+    official_runs.append(_official_run())
   peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   shape = [int(x) for x in _PRODUCT.value]
   product = timing.product_gflops(*shape, _REPEATS.value)
@@ -176,18 +202,30 @@ def main(argv):
         f"convolutions: {_CONVOLUTIONS.value} (XLA_FLAGS={xla_flags!r})")
   rows = []
   for name, (seconds, gflop, buffers) in results.items():
-    official = OFFICIAL_S[name] if _SIZES.value == "official" else None
+    official = (OFFICIAL_S[name] if _SIZES.value == "official" and _BATCH.value == 64
+                else None)  # the issue's figures are of batch 64
     ratio = ("" if official is None
              else f"   official {official:6.2f} s   ratio {official / seconds:5.2f}x")
     print(f"  {name:28s} {seconds:8.3f} s{ratio}")
+    row = {"step": name, "seconds": seconds, "official_s": official, "gflop": gflop,
+           "buffers_gib": buffers}
+    if official_runs:
+      row["official_now_s"] = runs = [run["seconds"][name] for run in official_runs]
+      now = sum(runs) / len(runs)
+      print(f"  {'':28s} official now {now:6.2f} s ({' / '.join(f'{r:.2f}' for r in runs)}"
+            f" before / after)   ratio {now / seconds:5.2f}x")
     goal = "" if official is None else f", the {GOAL}x goal needs {gflop * GOAL / official:6.1f}"
     print(f"  {'':28s} {gflop:8.1f} GFLOP a step, ran at {gflop / seconds:6.1f} GFLOP/s{goal}")
     print(f"  {'':28s} {buffers:8.2f} GiB of XLA buffers (arguments, outputs, temporaries)")
-    rows.append({"step": name, "seconds": seconds, "official_s": official, "gflop": gflop,
-                 "buffers_gib": buffers})
+    rows.append(row)
   print(f"  fp32 product {shape[0]} x {shape[1]} -> {shape[2]} here: {product:.1f} GFLOP/s")
   print(f"  peak resident memory {peak_gib:.2f} GiB"
         + (f" (official {OFFICIAL_PEAK_GIB} GiB)" if _SIZES.value == "official" else ""))
+  for run in official_runs:
+    kept_out = ", ".join(f"{s:.2f} s" for k, s in run["seconds"].items() if "kept out" in k)
+    kept_out = kept_out and f"; estimator steps with its frozen networks kept out: {kept_out}"
+    print(f"  official steps now: torch {run['torch']}, {run['threads']} threads, peak "
+          f"{run['peak_gib']:.2f} GiB{kept_out}")
   if _SIZES.value == "cpu" and len(results) == 4:
     steps = config.dfl.estimator_steps
     period = steps * results["estimator step (L_adv)"][0] + results["student step (InfoNCE)"][0]
@@ -195,6 +233,7 @@ def main(argv):
   print(json.dumps({"sizes": _SIZES.value, "batch": _BATCH.value, "rows": rows,
                     "cpu_convolutions": _CONVOLUTIONS.value,
                     "peak_gib": peak_gib, "product_gflops": product,
+                    "official_now": official_runs,
                     "product": shape}))
 
 
