@@ -11,7 +11,9 @@ here from the spec, not copied:
                    batch; ResNet-34 photo and sketch teachers (fc -> C classes) and the
                    modality network (fc -> 1) in eval mode; L_G = 3 L_oh + 5 L_ie
                    (log10) + 0.1 L_a + L_modal + L_align [+ L_adv through the ResNet-34
-                   students, each teacher's fc as its classifier]; SGD (momentum 0.9) on
+                   students, each teacher's fc as its classifier; the students with their
+                   running statistics, as ours (the code's are in train mode most epochs,
+                   spec 2.6)]; SGD (momentum 0.9) on
                    the generators. The official code leaves requires_grad on every frozen
                    network, so backward computes their weight gradients too ("frozen
                    networks in backward"); "kept out" is the same step with
@@ -20,7 +22,8 @@ here from the spec, not copied:
                    64x64 batch with the official input normalisation (statistics of the
                    buffer's thirds, then CIFAR's), L2-normalised; InfoNCE with the two
                    fixed 128-key queues (vanilla.py + moco.py, tau 0.07) or ProxyAnchor
-                   with the teacher's fc as proxies (main.py; margin 0.1, alpha 32);
+                   with the teacher's fc as proxies (main.py; margin 0.1, alpha 32; the
+                   labels given, as in dfsbir_steps.py);
                    SGD (momentum 0.9) on both students.
 Threads: torch.set_num_threads(--threads), 2 as the issue's official figures.
 """
@@ -95,7 +98,6 @@ class Official:
   """The networks, optimisers and queues of one official run at `batch` pairs."""
 
   def __init__(self, batch: int, classes: int):
-    self.batch, self.classes = batch, classes
     self.generators = [generator().train() for _ in range(2)]
     self.teachers = [resnet34(classes).eval() for _ in range(2)]
     self.modality = resnet34(1).eval()
