@@ -87,8 +87,11 @@ def _shifted_depthwise_fwd(x, kernel, strides, pads):
 def _shifted_depthwise_bwd(strides, pads, residuals, dy):
   """The input gradient as the same taps over dy (dilated by the stride, padded by k - 1)
   with the kernel flipped, cropped by the padding; the kernel gradient as one reduction a
-  tap. dy passes an optimisation barrier: without it XLA fused the forward taps into
-  every tap of the input gradient (through the activation's mask), nine times the work."""
+  tap. dy passes an optimisation barrier, so that a backend's fusion cannot recompute the
+  forward taps inside every tap of the input gradient (through the activation's mask),
+  nine times the work; XLA CPU (jax 0.10) removes barriers before fusion
+  (`cse_barrier_expander`) and compiles this gradient to the same program with or without
+  it (WORKSPACE, "The official steps timed beside ours ... (session 27)")."""
   x, kernel = residuals
   dy = lax.optimization_barrier(dy)
   kh, kw, _ = kernel.shape
