@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="torch not installed: the official PyTorch baseline is optional")
+    "torch", reason="torch not installed (pip install -e '.[official]'): the official PyTorch "
+    "baseline is an optional benchmark dependency")
 pytest.importorskip("torchvision", reason="torchvision not installed")
 
 from sketchjax.methods import crossx_dfl  # noqa: E402
